@@ -1,0 +1,1 @@
+"""Stripe webhooks: verification, de-duplication, and the system callbacks."""

@@ -1,0 +1,1 @@
+"""Tables, the engine and its sessions, migrations, and publication of row changes."""

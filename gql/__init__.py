@@ -1,0 +1,1 @@
+"""The GraphQL layer: types, queries, mutations, live subscriptions and the viewer seam."""

@@ -1,0 +1,164 @@
+"""GraphQL object types, built from a row as `db.publish.row_to_dict` shows it.
+
+Queries and live subscriptions build them the same way, so a subscriber sees exactly what a
+query returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from db import models
+from db.publish import row_to_dict
+from paystream.errors import NotFound
+
+
+def _time(value: Any) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
+
+
+def _optional_time(value: Any) -> dt.datetime | None:
+    return None if value is None else _time(value)
+
+
+@strawberry.type
+class Order:
+    id: int
+    user_id: str
+    price: Decimal
+    currency: str
+    status: str
+    kind: str
+    recurring_payment_id: int | None
+    metadata: JSON | None
+    payment_discrepancy: str | None = strawberry.field(
+        description="Why a succeeded payment did not mark the order paid, if it did not."
+    )
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Order:
+        return cls(
+            id=row["id"],
+            user_id=row["user_id"],
+            price=Decimal(str(row["price"])),
+            currency=row["currency"],
+            status=row["status"],
+            kind=row["kind"],
+            recurring_payment_id=row.get("recurring_payment_id"),
+            metadata=row.get("metadata"),
+            payment_discrepancy=row.get("payment_discrepancy"),
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+        )
+
+
+async def load_order(info: Info[Any, Any], order_id: int) -> Order:
+    """The order of a row the viewer already may read, so the order is theirs too."""
+    async with info.context.services.db.read() as session:
+        row = await session.get(models.Order, order_id)
+    if row is None:
+        raise NotFound(f"order {order_id} does not exist.")
+    return Order.from_dict(row_to_dict(row))
+
+
+@strawberry.type
+class Payment:
+    id: int
+    order_id: int
+    user_id: str
+    amount: int = strawberry.field(description="In the currency's smallest unit.")
+    currency: str
+    status: str
+    stripe_payment_intent_id: str | None
+    client_secret: str | None = strawberry.field(
+        description="The PaymentIntent's client secret, for Stripe.js to confirm the payment."
+    )
+    amount_refunded: int
+    failure_code: str | None
+    failure_message: str | None
+    callback_processed: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @strawberry.field(description="The order this payment is for, read when it is asked for.")
+    async def order(self, info: Info[Any, Any]) -> Order:
+        return await load_order(info, self.order_id)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Payment:
+        return cls(
+            id=row["id"],
+            order_id=row["order_id"],
+            user_id=row["user_id"],
+            amount=row["amount"],
+            currency=row["currency"],
+            status=row["status"],
+            stripe_payment_intent_id=row.get("stripe_payment_intent_id"),
+            client_secret=row.get("client_secret"),
+            amount_refunded=row["amount_refunded"],
+            failure_code=row.get("failure_code"),
+            failure_message=row.get("failure_message"),
+            callback_processed=bool(row["callback_processed"]),
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+        )
+
+
+@strawberry.type
+class Refund:
+    id: int
+    payment_id: int
+    order_id: int
+    user_id: str
+    amount: int = strawberry.field(description="In the currency's smallest unit.")
+    currency: str
+    status: str
+    stripe_refund_id: str | None
+    failure_reason: str | None
+    requested_by: str | None
+    callback_processed: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @strawberry.field(description="The refunded order, read when it is asked for.")
+    async def order(self, info: Info[Any, Any]) -> Order:
+        return await load_order(info, self.order_id)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Refund:
+        return cls(
+            id=row["id"],
+            payment_id=row["payment_id"],
+            order_id=row["order_id"],
+            user_id=row["user_id"],
+            amount=row["amount"],
+            currency=row["currency"],
+            status=row["status"],
+            stripe_refund_id=row.get("stripe_refund_id"),
+            failure_reason=row.get("failure_reason"),
+            requested_by=row.get("requested_by"),
+            callback_processed=bool(row["callback_processed"]),
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+        )
+
+
+@strawberry.type
+class PaymentConfig:
+    """What a client needs to set up Stripe.js and brand its payment page."""
+
+    publishable_key: str | None
+    brand_name: str
+    brand_logo_url: str | None
+    brand_slogan: str | None
+
+
+__all__ = ["Order", "Payment", "PaymentConfig", "Refund"]

@@ -1,0 +1,1 @@
+"""paystream: a self-hosted Stripe payments backend with a live GraphQL API."""

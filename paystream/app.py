@@ -1,0 +1,69 @@
+"""Application assembly: the Starlette app, its routes, and what starts and stops with it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from broadcaster import Broadcast
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from callbacks.routes import routes as webhook_routes
+from db.engine import Database
+from db.migrate import upgrade_async
+from db.publish import Publisher
+from gql.app import PaystreamGraphQL
+from gql.live import LiveHub
+from paystream.services import Services
+from paystream.settings import Settings, get_settings
+from paystream.stripe_api import StripeGateway
+
+logger = logging.getLogger("paystream")
+
+
+async def health(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; the database is migrated and the broadcaster connected at start-up."""
+    settings = settings or get_settings()
+    broadcast = Broadcast(settings.broadcast_url)
+    db = Database(settings.database_url, Publisher(broadcast))
+    services = Services(settings=settings, db=db, stripe=StripeGateway(settings))
+    hub = LiveHub(broadcast)
+    graphql = PaystreamGraphQL(services, hub)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await upgrade_async(db.url)
+        await broadcast.connect()
+        await hub.start()
+        if not settings.stripe_configured:
+            logger.warning("STRIPE_SECRET_KEY is not set: pay and refund are unavailable")
+        if not settings.stripe_webhook_secret:
+            logger.warning("STRIPE_WEBHOOK_SECRET is not set: every webhook will be rejected")
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await broadcast.disconnect()
+            await services.stripe.close()
+            await db.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            *webhook_routes,
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.hub = hub
+    return app

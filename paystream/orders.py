@@ -1,0 +1,45 @@
+"""Orders: what a user is asked to pay."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from db.models import Order
+from paystream import money
+from paystream.services import Services
+from paystream.viewer import Viewer
+
+logger = logging.getLogger("paystream.orders")
+
+
+async def create_order(
+    services: Services,
+    viewer: Viewer,
+    *,
+    price: Decimal,
+    currency: str,
+    metadata: dict[str, Any] | None,
+    user_id: str | None = None,
+) -> Order:
+    """Create a pending order for the caller, or for `user_id` when an admin asks."""
+    caller = viewer.require_authenticated()
+    if user_id is not None and user_id != caller:
+        viewer.require_admin("create an order for another user")
+    currency = money.normalize_currency(currency)
+    # Rejects prices that do not convert exactly to the currency's minor unit.
+    money.to_minor_units(price, currency)
+
+    async with services.db.write() as session:
+        order = Order(
+            user_id=user_id or caller,
+            price=price,
+            currency=currency,
+            status="pending",
+            kind="one_time",
+            metadata_=metadata,
+        )
+        session.add(order)
+    logger.info("order %s created for user %s", order.id, order.user_id)
+    return order

@@ -1,0 +1,16 @@
+"""The long-lived parts a request works with, built once at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db.engine import Database
+from paystream.settings import Settings
+from paystream.stripe_api import StripeGateway
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    stripe: StripeGateway

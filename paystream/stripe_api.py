@@ -1,0 +1,150 @@
+"""Every call paystream makes to Stripe, through the async `StripeClient`.
+
+Calls that create something carry an idempotency key derived from our own row, so a retried
+mutation never charges or refunds twice (https://docs.stripe.com/api/idempotent_requests).
+Stripe's exceptions end here: callers get plain dicts or a `PaystreamError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import stripe
+
+from paystream.errors import StripeNotConfigured, StripeRejected, StripeUnavailable
+from paystream.settings import Settings
+
+logger = logging.getLogger("paystream.stripe")
+
+# Safe to retry because each creating call carries a deterministic idempotency key.
+MAX_NETWORK_RETRIES = 1
+TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class CardDeclined:
+    """A confirmation the card issuer declined; the intent stays open for another try."""
+
+    code: str
+    message: str
+    payment_intent: dict[str, Any] | None
+
+
+def _translate(error: stripe.StripeError, action: str) -> Exception:
+    if isinstance(error, stripe.InvalidRequestError):
+        detail = error.user_message or error._message or "invalid request"
+        return StripeRejected(f"Stripe rejected the request to {action}: {detail}")
+    if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
+        # Stripe's message repeats part of the key, so it is not passed on.
+        return StripeUnavailable(f"Stripe refused the configured API key while trying to {action}.")
+    logger.warning("Stripe call to %s failed: %s", action, type(error).__name__)
+    return StripeUnavailable(
+        f"Stripe could not be reached to {action}; retrying the request is safe."
+    )
+
+
+class StripeGateway:
+    """The one owner of outgoing Stripe calls."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._client: stripe.StripeClient | None = None
+        self._http: stripe.HTTPXClient | None = None
+        if settings.stripe_secret_key is None:
+            return
+        base_addresses: dict[str, str] = {}
+        if settings.stripe_api_base:
+            base_addresses["api"] = settings.stripe_api_base
+        self._http = stripe.HTTPXClient(timeout=TIMEOUT_SECONDS)
+        self._client = stripe.StripeClient(
+            settings.stripe_secret_key.get_secret_value(),
+            base_addresses=base_addresses,  # type: ignore[arg-type]  # a TypedDict of URLs
+            http_client=self._http,
+            max_network_retries=MAX_NETWORK_RETRIES,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self._client is not None
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        if self._client is None:
+            raise StripeNotConfigured()
+        return self._client
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close_async()
+
+    async def create_payment_intent(
+        self,
+        *,
+        payment_id: int,
+        amount: int,
+        currency: str,
+        metadata: dict[str, str],
+        payment_method: str | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "metadata": metadata,
+            "payment_method_types": ["card"],
+        }
+        if payment_method:
+            params["payment_method"] = payment_method
+        try:
+            intent = await self.client.v1.payment_intents.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": f"payment-{payment_id}"},
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, "create a payment intent") from None
+        return intent.to_dict()
+
+    async def confirm_payment_intent(
+        self, payment_intent_id: str, new_payment_method: str | None = None
+    ) -> dict[str, Any] | CardDeclined:
+        """Confirm an intent, first switching it to `new_payment_method` when one is given.
+
+        A decline is returned, not raised.
+        """
+        try:
+            if new_payment_method:
+                # Set the method first rather than passing it to confirm: both work on Stripe,
+                # and this also works on local emulators that do not accept it on confirm.
+                await self.client.v1.payment_intents.update_async(
+                    payment_intent_id, params={"payment_method": new_payment_method}
+                )
+            intent = await self.client.v1.payment_intents.confirm_async(payment_intent_id)
+        except stripe.CardError as error:
+            declined = error.error.payment_intent if error.error else None
+            return CardDeclined(
+                code=error.code or "card_declined",
+                message=error.user_message or error._message or "The card was declined.",
+                payment_intent=declined.to_dict() if declined is not None else None,
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, "confirm the payment intent") from None
+        return intent.to_dict()
+
+    async def retrieve_payment_intent(self, payment_intent_id: str) -> dict[str, Any]:
+        try:
+            intent = await self.client.v1.payment_intents.retrieve_async(payment_intent_id)
+        except stripe.StripeError as error:
+            raise _translate(error, "read the payment intent") from None
+        return intent.to_dict()
+
+    async def create_refund(
+        self, *, refund_id: int, payment_intent_id: str, amount: int, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        try:
+            refund = await self.client.v1.refunds.create_async(
+                params={"payment_intent": payment_intent_id, "amount": amount, "metadata": metadata},
+                options={"idempotency_key": f"refund-{refund_id}"},
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, "create a refund") from None
+        return refund.to_dict()
