@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from graphql import GraphQLError
@@ -43,16 +44,19 @@ class PaystreamSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
-    extensions: list[type[SchemaExtension] | SchemaExtension] = [
-        ParserCache(maxsize=1024),
-        ValidationCache(maxsize=1024),
-        MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
+    # Factories rather than instances, so each request gets fresh extensions; the parser
+    # and validation caches are shared per size at module level in Strawberry.
+    extensions: list[Callable[[], SchemaExtension]] = [
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
     ]
     if settings is not None:
-        extensions.append(QueryDepthLimiter(max_depth=settings.graphql_max_depth))
-        extensions.append(MaxTokensLimiter(max_token_count=settings.graphql_max_tokens))
+        max_depth, max_tokens = settings.graphql_max_depth, settings.graphql_max_tokens
+        extensions.append(lambda: QueryDepthLimiter(max_depth=max_depth))
+        extensions.append(lambda: MaxTokensLimiter(max_token_count=max_tokens))
         if not settings.graphql_introspection:
-            extensions.append(AddValidationRules([NoSchemaIntrospectionCustomRule]))
+            extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
     return PaystreamSchema(
         query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
     )
