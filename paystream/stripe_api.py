@@ -39,7 +39,7 @@ def _translate(error: stripe.StripeError, action: str) -> Exception:
     if isinstance(error, stripe.AuthenticationError | stripe.PermissionError):
         # Stripe's message repeats part of the key, so it is not passed on.
         return StripeUnavailable(f"Stripe refused the configured API key while trying to {action}.")
-    logger.warning("Stripe call to %s failed: %s", action, type(error).__name__)
+    logger.warning("Stripe call to %s failed: %s: %s", action, type(error).__name__, error)
     return StripeUnavailable(
         f"Stripe could not be reached to {action}; retrying the request is safe."
     )

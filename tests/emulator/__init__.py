@@ -1,0 +1,1 @@
+"""End-to-end tests against localstripe, the local Stripe emulator."""

@@ -1,0 +1,124 @@
+"""Live lists over real WebSockets against a real uvicorn, in both subscription protocols."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import websockets
+
+from tests.conftest import load_event, post_event, seed_payment, token_for
+from tests.ws_client import LEGACY_WS, TRANSPORT_WS, GraphQLWebSocket, bearer
+
+PAYMENTS = """
+subscription ($orderId: Int) {
+  payments(orderId: $orderId) { id status amount order { status } }
+}
+"""
+
+
+def succeeded_event(intent_id: str, amount: int = 2000):
+    event = load_event("payment_intent.succeeded")
+    event["data"]["object"]["id"] = intent_id
+    event["data"]["object"]["amount"] = amount
+    event["data"]["object"]["amount_received"] = amount
+    return event
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_payments_list_follows_webhook(app, client, server_url, protocol):
+    order_id, payment_id = await seed_payment(app, intent_id="pi_live_one")
+    socket = GraphQLWebSocket(server_url, protocol)
+    ack = await socket.connect(bearer(token_for("alice")))
+    assert ack["type"] == "connection_ack"
+
+    await socket.subscribe(PAYMENTS, {"orderId": order_id})
+    first = await socket.next_data()
+    assert first["payments"] == [
+        {"id": payment_id, "status": "pending", "amount": 2000, "order": {"status": "pending"}}
+    ]
+
+    response = await post_event(client, succeeded_event("pi_live_one"))
+    assert response.status_code == 200
+
+    update = await socket.next_data()
+    assert update["payments"] == [
+        {"id": payment_id, "status": "succeeded", "amount": 2000, "order": {"status": "paid"}}
+    ]
+    await socket.close()
+
+
+async def test_payments_list_hides_other_users(app, client, server_url):
+    _, bob_payment = await seed_payment(app, user="bob", intent_id="pi_bob")
+    _, alice_payment = await seed_payment(app, user="alice", intent_id="pi_alice")
+    socket = GraphQLWebSocket(server_url)
+    await socket.connect(bearer(token_for("alice")))
+    await socket.subscribe(PAYMENTS)
+    first = await socket.next_data()
+    assert [row["id"] for row in first["payments"]] == [alice_payment]
+
+    await post_event(client, succeeded_event("pi_bob"))
+    await post_event(client, succeeded_event("pi_alice") | {"id": "evt_alice_paid"})
+
+    update = await socket.next_data()
+    assert [row["id"] for row in update["payments"]] == [alice_payment]
+    assert update["payments"][0]["status"] == "succeeded"
+    assert bob_payment != alice_payment
+    await socket.close()
+
+
+async def test_admin_list_sees_every_user(app, client, server_url):
+    await seed_payment(app, user="bob", intent_id="pi_bob_admin")
+    await seed_payment(app, user="carol", intent_id="pi_carol_admin")
+    socket = GraphQLWebSocket(server_url)
+    await socket.connect(bearer(token_for("root", "admin")))
+    await socket.subscribe(PAYMENTS)
+    first = await socket.next_data()
+    assert len(first["payments"]) == 2
+    await socket.close()
+
+
+async def test_subscription_to_others_order_is_forbidden(app, server_url):
+    order_id, _ = await seed_payment(app, user="bob", intent_id="pi_bob_forbidden")
+    socket = GraphQLWebSocket(server_url)
+    await socket.connect(bearer(token_for("alice")))
+    await socket.subscribe(PAYMENTS, {"orderId": order_id})
+    message = await socket.receive()
+    assert message["type"] in ("next", "error")
+    errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+    assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+    await socket.close()
+
+
+async def test_bad_token_closes_with_4403(server_url):
+    url = server_url.replace("http", "ws") + "/graphql"
+    async with websockets.connect(url, subprotocols=[TRANSPORT_WS]) as raw:
+        await raw.send('{"type":"connection_init","payload":{"Authorization":"Bearer nope"}}')
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(raw.recv(), 5)
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_subscribe_before_init_closes_with_4401(server_url):
+    async with websockets.connect(
+        server_url.replace("http", "ws") + "/graphql", subprotocols=[TRANSPORT_WS]
+    ) as raw:
+        await raw.send('{"id":"1","type":"subscribe","payload":{"query":"subscription { payments { id } }"}}')
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(raw.recv(), 5)
+    assert closed.value.rcvd.code == 4401
+
+
+async def test_expired_token_ends_subscription(app, server_url):
+    await seed_payment(app, intent_id="pi_expiring")
+    socket = GraphQLWebSocket(server_url)
+    await socket.connect(bearer(token_for("alice", expires_in=2)))
+    await socket.subscribe(PAYMENTS)
+    await socket.next_data()
+    message = await socket.receive(timeout=10)
+    if message["type"] == "next":
+        errors = message["payload"]["errors"]
+    else:
+        errors = message["payload"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    await socket.close()
