@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import json
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 
 import strawberry
 from strawberry.extensions import (
@@ -21,9 +23,11 @@ from graphql.validation import NoSchemaIntrospectionCustomRule
 
 from gql.mutations import Mutation
 from gql.queries import Query
+from gql.shared_streams import SharedStreams
 from gql.subscriptions import Subscription
 from paystream.errors import PaystreamError
 from paystream.settings import Settings
+from paystream.viewer import Viewer
 
 
 def _is_internal(error: GraphQLError) -> bool:
@@ -34,7 +38,64 @@ def _is_internal(error: GraphQLError) -> bool:
     return not isinstance(original, PaystreamError)
 
 
+@lru_cache(maxsize=1024)
+def _is_subscription(query: str, operation_name: str | None) -> bool:
+    try:
+        operation = get_operation_ast(parse(query), operation_name)
+    except GraphQLError:
+        return False
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
+def _visibility(viewer: Viewer) -> tuple[str, ...]:
+    """Viewers with equal keys may read exactly the same rows."""
+    if viewer.rejection is not None or viewer.user_id is None:
+        return ("anonymous",)
+    if viewer.is_admin:
+        return ("admin",)
+    return ("user", viewer.user_id)
+
+
 class PaystreamSchema(strawberry.Schema):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.shared_streams = SharedStreams()
+
+    async def stream(  # type: ignore[override]
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Any = None,
+    ) -> Any:
+        """Run queries and mutations as usual, and join subscriptions to a shared group."""
+        parent = super()
+
+        async def start() -> Any:
+            return await parent.stream(
+                query,
+                variable_values=variable_values,
+                context_value=context_value,
+                root_value=root_value,
+                operation_name=operation_name,
+                operation_extensions=operation_extensions,
+                allowed_operation_types=allowed_operation_types,
+            )
+
+        viewer = getattr(context_value, "viewer", None)
+        if query is None or viewer is None or not _is_subscription(query, operation_name):
+            return await start()
+        key = (
+            query,
+            json.dumps(variable_values or {}, sort_keys=True, default=str),
+            operation_name,
+            _visibility(viewer),
+        )
+        return await self.shared_streams.join(key, viewer, start)
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # A rejected request is the client's to read, not a server fault to log with a
         # traceback; only unexpected exceptions are logged.

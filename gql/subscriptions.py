@@ -7,7 +7,6 @@ is read only for the first list and after a resync.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
@@ -19,16 +18,10 @@ from gql.context import Info
 from gql.live import Resync
 from gql.queries import fetch_one, fetch_rows, payments_statement, refunds_statement
 from gql.types import Payment, Refund
-from paystream.errors import Unauthenticated
 from paystream.viewer import Viewer
 
 T = TypeVar("T")
 RowFilter = Callable[[dict[str, Any]], bool]
-
-
-class TokenExpired(Unauthenticated):
-    def __init__(self) -> None:
-        super().__init__("The bearer token has expired; reconnect with a fresh one.")
 
 
 def _newer_or_same(incoming: dict[str, Any], current: dict[str, Any] | None) -> bool:
@@ -36,18 +29,9 @@ def _newer_or_same(incoming: dict[str, Any], current: dict[str, Any] | None) -> 
     return current is None or incoming["updated_at"] >= current["updated_at"]
 
 
-async def _next_batch(queue: asyncio.Queue[Any], viewer: Viewer) -> list[Any]:
+async def _next_batch(queue: asyncio.Queue[Any]) -> list[Any]:
     """Wait for at least one message, then take whatever else is already queued."""
-    timeout = None
-    if viewer.expires_at is not None:
-        timeout = viewer.expires_at - time.time()
-        if timeout <= 0:
-            raise TokenExpired()
-    try:
-        first = await asyncio.wait_for(queue.get(), timeout)
-    except TimeoutError:
-        raise TokenExpired() from None
-    batch = [first]
+    batch = [await queue.get()]
     while not queue.empty():
         batch.append(queue.get_nowait())
     return batch
@@ -68,7 +52,7 @@ async def live_list(
 
         while True:
             changed = False
-            for message in await _next_batch(queue, viewer):
+            for message in await _next_batch(queue):
                 if isinstance(message, Resync):
                     rows = {row["id"]: row for row in await fetch_rows(info, statement)}
                     changed = True

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         try:
             yield
         finally:
+            await graphql.schema.shared_streams.close()  # type: ignore[attr-defined]
             await hub.stop()
             await broadcast.disconnect()
             await services.stripe.close()
@@ -66,4 +67,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.services = services
     app.state.hub = hub
+    app.state.graphql = graphql
     return app

@@ -28,8 +28,9 @@ async def create_order(
     if user_id is not None and user_id != caller:
         viewer.require_admin("create an order for another user")
     currency = money.normalize_currency(currency)
-    # Rejects prices that do not convert exactly to the currency's minor unit.
-    money.to_minor_units(price, currency)
+    # Rejects prices that do not convert exactly to the currency's minor unit, and stores the
+    # price with exactly the currency's decimal places (19.9900 USD becomes 19.99).
+    price = money.from_minor_units(money.to_minor_units(price, currency), currency)
 
     async with services.db.write() as session:
         order = Order(

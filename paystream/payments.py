@@ -86,17 +86,18 @@ async def _reserve_payment(
         async with services.db.write() as session:
             order = await lock_order(session, order_id)
             viewer.require_owner(order.user_id, f"order {order_id}")
+            # Checked before the live payment, so a paid order is reported as paid rather
+            # than as having its succeeded payment in flight.
+            _check_payable(order, currency, amount)
             live = await session.scalar(
                 select(Payment).where(Payment.order_id == order_id, Payment.status != "canceled")
             )
             if live is not None and live.status == "failed" and live.stripe_payment_intent_id:
-                _check_payable(order, currency, amount)
                 return live, False
             if live is not None:
                 raise Conflict(
                     f"order {order_id} already has payment {live.id} in flight ({live.status})."
                 )
-            _check_payable(order, currency, amount)
             payment = Payment(
                 order_id=order.id,
                 user_id=order.user_id,

@@ -122,3 +122,44 @@ async def test_expired_token_ends_subscription(app, server_url):
         errors = message["payload"]
     assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
     await socket.close()
+
+
+async def test_same_shape_subscribers_share_results(app, client, server_url):
+    _, payment_id = await seed_payment(app, intent_id="pi_shared")
+    first, second = GraphQLWebSocket(server_url), GraphQLWebSocket(server_url)
+    await first.connect(bearer(token_for("alice")))
+    await second.connect(bearer(token_for("alice", expires_in=600)))
+    await first.subscribe(PAYMENTS)
+    await second.subscribe(PAYMENTS)
+    assert (await first.next_data())["payments"][0]["status"] == "pending"
+    assert (await second.next_data())["payments"][0]["status"] == "pending"
+    assert len(app.state.graphql.schema.shared_streams) == 1
+
+    await first.close()
+    await post_event(client, succeeded_event("pi_shared"))
+
+    update = await second.next_data()
+    assert update["payments"] == [
+        {"id": payment_id, "status": "succeeded", "amount": 2000, "order": {"status": "paid"}}
+    ]
+    await second.close()
+
+
+async def test_expiry_ends_only_that_subscriber(app, client, server_url):
+    await seed_payment(app, intent_id="pi_expiry_shared")
+    short, long = GraphQLWebSocket(server_url), GraphQLWebSocket(server_url)
+    await short.connect(bearer(token_for("alice", expires_in=2)))
+    await long.connect(bearer(token_for("alice", expires_in=600)))
+    await short.subscribe(PAYMENTS)
+    await long.subscribe(PAYMENTS)
+    await short.next_data()
+    await long.next_data()
+
+    ended = await short.receive(timeout=10)
+    assert ended["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+
+    await post_event(client, succeeded_event("pi_expiry_shared"))
+    update = await long.next_data()
+    assert update["payments"][0]["status"] == "succeeded"
+    await short.close()
+    await long.close()
