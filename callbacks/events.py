@@ -20,6 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callbacks.payment import handle_payment_intent_event
+from callbacks.recurring import (
+    handle_invoice_paid_event,
+    handle_invoice_payment_failed_event,
+    handle_subscription_event,
+)
 from callbacks.refund import handle_charge_refunded_event, handle_refund_event
 from db.engine import Database
 from db.models import StripeEvent, utcnow
@@ -38,6 +43,12 @@ EVENT_HANDLERS: dict[str, Handler] = {
     "refund.updated": handle_refund_event,
     "refund.failed": handle_refund_event,
     "charge.refunded": handle_charge_refunded_event,
+    "customer.subscription.created": handle_subscription_event,
+    "customer.subscription.updated": handle_subscription_event,
+    "customer.subscription.deleted": handle_subscription_event,
+    "invoice.paid": handle_invoice_paid_event,
+    "invoice.payment_succeeded": handle_invoice_paid_event,
+    "invoice.payment_failed": handle_invoice_payment_failed_event,
 }
 
 
@@ -72,11 +83,13 @@ async def receive_event(
 ) -> Outcome:
     """Apply one verified event exactly once and return what happened to it."""
     try:
-        return await _apply_once(db, event, payload, endpoint)
+        try:
+            return await _apply_once(db, event, payload, endpoint)
+        except _RowInserted:
+            # Another delivery of this event inserted its row first and committed. Reading
+            # that row again shows whether it was applied or failed and is to be applied now.
+            return await _apply_once(db, event, payload, endpoint)
     except _Duplicate:
-        return Outcome.DUPLICATE
-    except IntegrityError:
-        # Another delivery of this event inserted its row first and committed.
         return Outcome.DUPLICATE
     except Exception as error:
         logger.exception("event %s (%s) failed", event["id"], event["type"])
@@ -86,6 +99,10 @@ async def receive_event(
 
 class _Duplicate(Exception):
     pass
+
+
+class _RowInserted(Exception):
+    """A concurrent delivery committed the event's row between our read and our insert."""
 
 
 async def _apply_once(
@@ -102,7 +119,12 @@ async def _apply_once(
             session.add(row)
             # Flushing now makes a concurrent delivery of the same event wait on, then
             # collide with, this primary key instead of applying the event a second time.
-            await session.flush()
+            # Only this flush may raise _RowInserted: an IntegrityError from a handler is
+            # a failure of that handler, not a duplicate delivery.
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise _RowInserted() from None
 
         handler = EVENT_HANDLERS.get(event["type"])
         applied = await handler(session, event) if handler is not None else False

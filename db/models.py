@@ -62,6 +62,8 @@ class Order(Timestamps, Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
     # Set when a payment succeeded for an amount or currency other than the order's.
     payment_discrepancy: Mapped[str | None] = mapped_column(Text)
+    # The invoice a renewal order was created for; unique, so one invoice makes one order.
+    stripe_invoice_id: Mapped[str | None] = mapped_column(String(255), unique=True)
 
 
 class Payment(Timestamps, Base):

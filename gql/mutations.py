@@ -9,8 +9,8 @@ from strawberry.scalars import JSON
 
 from db.publish import row_to_dict
 from gql.context import Info
-from gql.types import Order, Payment, Refund
-from paystream import orders, payments, refunds
+from gql.types import Order, Payment, RecurringPayment, Refund
+from paystream import orders, payments, recurring, refunds
 
 
 @strawberry.type
@@ -67,3 +67,35 @@ class Mutation:
             refund_amount=refund_amount,
         )
         return Refund.from_dict(row_to_dict(row))
+
+    @strawberry.mutation(
+        description=(
+            "Start a Stripe subscription for the order on a recurring Price whose amount and "
+            "currency match the order's price."
+        )
+    )
+    async def subscribe(
+        self, info: Info, order_id: int, price_id: str, payment_method_id: str | None = None
+    ) -> RecurringPayment:
+        row, client_secret = await recurring.subscribe(
+            info.context.services,
+            info.context.viewer,
+            order_id=order_id,
+            price_id=price_id,
+            payment_method_id=payment_method_id,
+        )
+        result = RecurringPayment.from_dict(row_to_dict(row))
+        result.latest_invoice_client_secret = client_secret
+        return result
+
+    @strawberry.mutation(description="Cancel now, or at the end of the paid period.")
+    async def cancel_subscription(
+        self, info: Info, recurring_payment_id: int, at_period_end: bool = False
+    ) -> RecurringPayment:
+        row = await recurring.cancel_subscription(
+            info.context.services,
+            info.context.viewer,
+            recurring_payment_id=recurring_payment_id,
+            at_period_end=at_period_end,
+        )
+        return RecurringPayment.from_dict(row_to_dict(row))

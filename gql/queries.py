@@ -10,7 +10,7 @@ from sqlalchemy import Select, select
 from db import models
 from db.publish import row_to_dict
 from gql.context import Info
-from gql.types import Order, Payment, PaymentConfig, Refund
+from gql.types import Order, Payment, PaymentConfig, RecurringPayment, Refund
 from paystream.errors import NotFound
 from paystream.viewer import Viewer
 
@@ -62,6 +62,24 @@ def refunds_statement(
     return statement.order_by(models.Refund.id)
 
 
+def recurring_payments_statement(
+    viewer: Viewer, order_id: int | None, status: str | None
+) -> Select[Any]:
+    statement = visible(select(models.RecurringPayment), models.RecurringPayment, viewer)
+    if order_id is not None:
+        statement = statement.where(models.RecurringPayment.order_id == order_id)
+    if status is not None:
+        statement = statement.where(models.RecurringPayment.status == status)
+    return statement.order_by(models.RecurringPayment.id)
+
+
+def orders_statement(viewer: Viewer, status: str | None) -> Select[Any]:
+    statement = visible(select(models.Order), models.Order, viewer)
+    if status is not None:
+        statement = statement.where(models.Order.status == status)
+    return statement.order_by(models.Order.id)
+
+
 @strawberry.type
 class Query:
     @strawberry.field
@@ -70,10 +88,7 @@ class Query:
 
     @strawberry.field
     async def orders(self, info: Info, status: str | None = None) -> list[Order]:
-        statement = visible(select(models.Order), models.Order, info.context.viewer)
-        if status is not None:
-            statement = statement.where(models.Order.status == status)
-        rows = await fetch_rows(info, statement.order_by(models.Order.id))
+        rows = await fetch_rows(info, orders_statement(info.context.viewer, status))
         return [Order.from_dict(row) for row in rows]
 
     @strawberry.field
@@ -97,6 +112,18 @@ class Query:
     ) -> list[Refund]:
         statement = refunds_statement(info.context.viewer, payment_id, order_id)
         return [Refund.from_dict(row) for row in await fetch_rows(info, statement)]
+
+    @strawberry.field
+    async def recurring_payment(self, info: Info, id: int) -> RecurringPayment:
+        row = await fetch_one(info, models.RecurringPayment, id, "recurring payment")
+        return RecurringPayment.from_dict(row)
+
+    @strawberry.field
+    async def recurring_payments(
+        self, info: Info, order_id: int | None = None, status: str | None = None
+    ) -> list[RecurringPayment]:
+        statement = recurring_payments_statement(info.context.viewer, order_id, status)
+        return [RecurringPayment.from_dict(row) for row in await fetch_rows(info, statement)]
 
     @strawberry.field(description="Public settings for the payment page; needs no token.")
     def payment_config(self, info: Info) -> PaymentConfig:

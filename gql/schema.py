@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import json
 from functools import lru_cache
 from typing import Any
@@ -29,6 +29,18 @@ from gql.subscriptions import Subscription
 from paystream.errors import PaystreamError
 from paystream.settings import Settings
 from paystream.viewer import Viewer
+
+
+class ValidationErrorCodes(SchemaExtension):
+    """Give errors raised before any resolver ran (parsing, validation, variable values) a
+    stable `extensions.code`, as our own errors have."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        for error in (result.errors if result else None) or []:
+            if error.original_error is None and not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_VALIDATION_FAILED"}
 
 
 def _is_internal(error: GraphQLError) -> bool:
@@ -122,9 +134,10 @@ class PaystreamSchema(strawberry.Schema):
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Factories rather than instances, so each request gets fresh extensions; the parser
     # and validation caches are shared per size at module level in Strawberry.
-    extensions: list[Callable[[], SchemaExtension]] = [
+    extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
         lambda: ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
+        ValidationErrorCodes,
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
     ]
     if settings is not None:

@@ -62,6 +62,12 @@ class _Subscriber:
         return result
 
 
+def _same_result(first: Any, second: Any) -> bool:
+    if not isinstance(first, ExecutionResult) or not isinstance(second, ExecutionResult):
+        return False
+    return not first.errors and not second.errors and first.data == second.data
+
+
 class _Group:
     def __init__(self, key: Hashable) -> None:
         self.key = key
@@ -72,6 +78,9 @@ class _Group:
         self.task: asyncio.Task[None] | None = None
 
     def publish(self, result: Any) -> None:
+        # A change to a field nobody selected yields the same list again: not worth a send.
+        if self.has_latest and _same_result(result, self.latest):
+            return
         self.latest, self.has_latest = result, True
         for subscriber in self.subscribers:
             subscriber.offer(result)

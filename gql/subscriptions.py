@@ -16,8 +16,15 @@ from sqlalchemy import Select
 from db import models
 from gql.context import Info
 from gql.live import Resync
-from gql.queries import fetch_one, fetch_rows, payments_statement, refunds_statement
-from gql.types import Payment, Refund
+from gql.queries import (
+    fetch_one,
+    fetch_rows,
+    orders_statement,
+    payments_statement,
+    recurring_payments_statement,
+    refunds_statement,
+)
+from gql.types import Order, Payment, RecurringPayment, Refund
 from paystream.viewer import Viewer
 
 T = TypeVar("T")
@@ -112,4 +119,35 @@ class Subscription:
             )
 
         async for items in live_list(info, "refunds", statement, matches, Refund.from_dict):
+            yield items
+
+    @strawberry.subscription(description="The recurring payments you may read, live.")
+    async def recurring_payments(
+        self, info: Info, order_id: int | None = None, status: str | None = None
+    ) -> AsyncGenerator[list[RecurringPayment], None]:
+        viewer = info.context.viewer
+        if order_id is not None:
+            await fetch_one(info, models.Order, order_id, "order")
+        statement = recurring_payments_statement(viewer, order_id, status)
+
+        def matches(row: dict[str, Any]) -> bool:
+            return _equals_if_given(row, "order_id", order_id) and _equals_if_given(
+                row, "status", status
+            )
+
+        async for items in live_list(
+            info, "recurring_payments", statement, matches, RecurringPayment.from_dict
+        ):
+            yield items
+
+    @strawberry.subscription(description="The orders you may read, live; renewals included.")
+    async def orders(
+        self, info: Info, status: str | None = None
+    ) -> AsyncGenerator[list[Order], None]:
+        statement = orders_statement(info.context.viewer, status)
+
+        def matches(row: dict[str, Any]) -> bool:
+            return _equals_if_given(row, "status", status)
+
+        async for items in live_list(info, "orders", statement, matches, Order.from_dict):
             yield items

@@ -17,6 +17,7 @@ from strawberry.types import Info
 from db import models
 from db.publish import row_to_dict
 from paystream.errors import NotFound
+from paystream.money import minor_unit_exponent
 
 
 def _time(value: Any) -> dt.datetime:
@@ -25,6 +26,12 @@ def _time(value: Any) -> dt.datetime:
 
 def _optional_time(value: Any) -> dt.datetime | None:
     return None if value is None else _time(value)
+
+
+def _price(value: Any, currency: str) -> Decimal:
+    """The price with exactly as many decimals as its currency has (25.00 USD, 500 JPY)."""
+    exponent = minor_unit_exponent(currency)
+    return Decimal(str(value)).quantize(Decimal(1).scaleb(-exponent))
 
 
 @strawberry.type
@@ -40,6 +47,9 @@ class Order:
     payment_discrepancy: str | None = strawberry.field(
         description="Why a succeeded payment did not mark the order paid, if it did not."
     )
+    stripe_invoice_id: str | None = strawberry.field(
+        description="For renewals and subscription orders: the Stripe invoice that paid it."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -48,13 +58,14 @@ class Order:
         return cls(
             id=row["id"],
             user_id=row["user_id"],
-            price=Decimal(str(row["price"])),
+            price=_price(row["price"], row["currency"]),
             currency=row["currency"],
             status=row["status"],
             kind=row["kind"],
             recurring_payment_id=row.get("recurring_payment_id"),
             metadata=row.get("metadata"),
             payment_discrepancy=row.get("payment_discrepancy"),
+            stripe_invoice_id=row.get("stripe_invoice_id"),
             created_at=_time(row["created_at"]),
             updated_at=_time(row["updated_at"]),
         )
@@ -152,6 +163,50 @@ class Refund:
 
 
 @strawberry.type
+class RecurringPayment:
+    id: int
+    order_id: int
+    user_id: str
+    stripe_subscription_id: str | None
+    stripe_customer_id: str | None
+    price_id: str
+    status: str = strawberry.field(description="The Stripe subscription's status.")
+    current_period_end: dt.datetime | None
+    cancel_at_period_end: bool
+    canceled_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    latest_invoice_client_secret: str | None = strawberry.field(
+        default=None,
+        description=(
+            "Set only in subscribe's answer when the first invoice's payment needs the "
+            "customer's action: the client secret for Stripe.js."
+        ),
+    )
+
+    @strawberry.field(description="The order that started this subscription.")
+    async def order(self, info: Info[Any, Any]) -> Order:
+        return await load_order(info, self.order_id)
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> RecurringPayment:
+        return cls(
+            id=row["id"],
+            order_id=row["order_id"],
+            user_id=row["user_id"],
+            stripe_subscription_id=row.get("stripe_subscription_id"),
+            stripe_customer_id=row.get("stripe_customer_id"),
+            price_id=row["price_id"],
+            status=row["status"],
+            current_period_end=_optional_time(row.get("current_period_end")),
+            cancel_at_period_end=bool(row["cancel_at_period_end"]),
+            canceled_at=_optional_time(row.get("canceled_at")),
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+        )
+
+
+@strawberry.type
 class PaymentConfig:
     """What a client needs to set up Stripe.js and brand its payment page."""
 
@@ -161,4 +216,4 @@ class PaymentConfig:
     brand_slogan: str | None
 
 
-__all__ = ["Order", "Payment", "PaymentConfig", "Refund"]
+__all__ = ["Order", "Payment", "PaymentConfig", "RecurringPayment", "Refund"]

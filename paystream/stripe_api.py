@@ -148,3 +148,75 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise _translate(error, "create a refund") from None
         return refund.to_dict()
+
+    async def retrieve_price(self, price_id: str) -> dict[str, Any]:
+        try:
+            price = await self.client.v1.prices.retrieve_async(price_id)
+        except stripe.StripeError as error:
+            raise _translate(error, f"read price {price_id}") from None
+        return price.to_dict()
+
+    async def create_customer(self, user_id: str) -> dict[str, Any]:
+        try:
+            customer = await self.client.v1.customers.create_async(
+                params={"metadata": {"userId": user_id}},
+                options={"idempotency_key": f"customer-{user_id}"},
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, "create a customer") from None
+        return customer.to_dict()
+
+    async def set_default_payment_method(self, customer_id: str, payment_method: str) -> str:
+        """Attach a payment method to the customer and make it the invoices' default.
+
+        Returns the attached method's id, which differs from test ids like `pm_card_visa`.
+        """
+        try:
+            attached = await self.client.v1.payment_methods.attach_async(
+                payment_method, params={"customer": customer_id}
+            )
+            await self.client.v1.customers.update_async(
+                customer_id,
+                params={"invoice_settings": {"default_payment_method": attached.id}},
+            )
+        except stripe.CardError as error:
+            raise StripeRejected(
+                f"the card was declined: {error.user_message or error.code}"
+            ) from None
+        except stripe.StripeError as error:
+            raise _translate(error, "attach the payment method") from None
+        return attached.id
+
+    async def create_subscription(
+        self, *, recurring_payment_id: int, customer_id: str, price_id: str, metadata: dict[str, str]
+    ) -> dict[str, Any]:
+        try:
+            subscription = await self.client.v1.subscriptions.create_async(
+                params={
+                    "customer": customer_id,
+                    "items": [{"price": price_id}],
+                    "metadata": metadata,
+                    # An invoice needing action leaves the subscription incomplete instead of
+                    # failing the call, so the client can finish it with the client secret.
+                    "payment_behavior": "allow_incomplete",
+                    "expand": ["latest_invoice.payment_intent"],
+                },
+                options={"idempotency_key": f"recurring-payment-{recurring_payment_id}"},
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, "create a subscription") from None
+        return subscription.to_dict()
+
+    async def cancel_subscription(
+        self, subscription_id: str, *, at_period_end: bool
+    ) -> dict[str, Any]:
+        try:
+            if at_period_end:
+                subscription = await self.client.v1.subscriptions.update_async(
+                    subscription_id, params={"cancel_at_period_end": True}
+                )
+            else:
+                subscription = await self.client.v1.subscriptions.cancel_async(subscription_id)
+        except stripe.StripeError as error:
+            raise _translate(error, f"cancel subscription {subscription_id}") from None
+        return subscription.to_dict()
