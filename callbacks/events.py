@@ -87,7 +87,7 @@ async def receive_event(
             return await _apply_once(db, event, payload, endpoint)
         except _RowInserted:
             # Another delivery of this event inserted its row first and committed. Reading
-            # that row again shows whether it was applied or failed and is to be applied now.
+            # that row again shows whether it was applied, or failed and is applied now.
             return await _apply_once(db, event, payload, endpoint)
     except _Duplicate:
         return Outcome.DUPLICATE

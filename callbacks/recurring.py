@@ -86,6 +86,10 @@ async def handle_invoice_payment_failed_event(session: AsyncSession, event: dict
         return False
     if row.status in FINAL_STATUSES or row.status == "past_due":
         return True
+    if invoice.get("billing_reason") == FIRST_INVOICE_REASON:
+        # Stripe keeps a subscription whose first payment failed `incomplete`, not past_due:
+        # docs.stripe.com/changelog/2019-03-14/subscriptions-successfully-created-first-payment-fails
+        return True
     snapshot_at = int(event.get("created") or 0)
     if row.stripe_snapshot_at is not None and snapshot_at < row.stripe_snapshot_at:
         return True

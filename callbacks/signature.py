@@ -19,7 +19,8 @@ def parse_header(header: str) -> tuple[int, list[str]]:
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            if not value.isdigit():
+            # str.isdigit() alone also accepts "²", which int() cannot parse.
+            if not (value.isascii() and value.isdigit()):
                 raise SignatureError("Stripe-Signature has a malformed timestamp.")
             timestamp = int(value)
         elif key == "v1" and value:

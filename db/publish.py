@@ -17,13 +17,13 @@ from db.models import Base
 
 logger = logging.getLogger("paystream.publish")
 
-CHANNEL_PREFIX = "paystream."
+DEFAULT_CHANNEL_PREFIX = "paystream."
 # Columns kept out of published messages: they never reach a subscriber.
 PRIVATE_COLUMNS = frozenset({"stripe_snapshot_at"})
 
 
-def channel_for(table: str) -> str:
-    return CHANNEL_PREFIX + table
+def channel_for(table: str, prefix: str = DEFAULT_CHANNEL_PREFIX) -> str:
+    return prefix + table
 
 
 def row_to_dict(row: Base) -> dict[str, Any]:
@@ -44,7 +44,7 @@ def row_to_dict(row: Base) -> dict[str, Any]:
 
 
 def encode_change(operation: str, row: Base) -> tuple[str, str]:
-    """The channel and message text for one changed row."""
+    """The table and message text for one changed row."""
     table = row.__tablename__
     body = {
         "op": operation,
@@ -52,7 +52,7 @@ def encode_change(operation: str, row: Base) -> tuple[str, str]:
         "user_id": getattr(row, "user_id", None),
         "row": row_to_dict(row),
     }
-    return channel_for(table), json.dumps(body, separators=(",", ":"))
+    return table, json.dumps(body, separators=(",", ":"))
 
 
 class Broadcast(Protocol):
@@ -62,12 +62,14 @@ class Broadcast(Protocol):
 class Publisher:
     """Sends committed changes to the broadcaster, one message per row."""
 
-    def __init__(self, broadcast: Broadcast) -> None:
+    def __init__(self, broadcast: Broadcast, prefix: str = DEFAULT_CHANNEL_PREFIX) -> None:
         self.broadcast = broadcast
+        self.prefix = prefix
 
     async def publish(self, changes: Iterable[tuple[str, Base]]) -> None:
         for operation, row in changes:
-            channel, message = encode_change(operation, row)
+            table, message = encode_change(operation, row)
+            channel = channel_for(table, self.prefix)
             try:
                 await self.broadcast.publish(channel, message)
             except Exception:

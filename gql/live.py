@@ -16,7 +16,7 @@ from typing import Any
 
 from broadcaster import Broadcast
 
-from db.publish import channel_for
+from db.publish import DEFAULT_CHANNEL_PREFIX, channel_for
 
 logger = logging.getLogger("paystream.live")
 
@@ -35,11 +35,13 @@ RESYNC = Resync()
 class LiveHub:
     """One broadcaster subscription per table, shared by every subscriber in the process."""
 
-    def __init__(self, broadcast: Broadcast) -> None:
+    def __init__(self, broadcast: Broadcast, prefix: str = DEFAULT_CHANNEL_PREFIX) -> None:
         self.broadcast = broadcast
+        self.prefix = prefix
         self._queues: dict[str, set[asyncio.Queue[Any]]] = {table: set() for table in TABLES}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready: dict[str, asyncio.Event] = {}
+        self._stopping = False
 
     async def start(self) -> None:
         for table in TABLES:
@@ -49,6 +51,7 @@ class LiveHub:
         await asyncio.gather(*(event.wait() for event in self._ready.values()))
 
     async def stop(self) -> None:
+        self._stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -58,17 +61,25 @@ class LiveHub:
         attempt = 0
         while True:
             try:
-                async with self.broadcast.subscribe(channel_for(table)) as subscriber:
+                async with self.broadcast.subscribe(channel_for(table, self.prefix)) as subscriber:
                     self._ready[table].set()
                     if attempt:
                         logger.info("listening to %s again", table)
                         self._resync_all(table)
                     attempt = 0
                     async for event in subscriber:  # type: ignore[union-attr]
-                        self._deliver(table, json.loads(event.message))
+                        message = json.loads(event.message)
+                        if message.get("op") == "resync":
+                            self._resync_all(table)
+                        else:
+                            self._deliver(table, message)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._stopping:
+                    # A failure while unsubscribing on shutdown can replace the
+                    # cancellation; there is nothing left to listen for.
+                    return
                 delay = RETRY_DELAY_SECONDS[min(attempt, len(RETRY_DELAY_SECONDS) - 1)]
                 attempt += 1
                 logger.exception("listening to %s failed; retrying in %s s", table, delay)

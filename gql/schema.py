@@ -32,15 +32,24 @@ from paystream.viewer import Viewer
 
 
 class ValidationErrorCodes(SchemaExtension):
-    """Give errors raised before any resolver ran (parsing, validation, variable values) a
-    stable `extensions.code`, as our own errors have."""
+    """Give errors raised before any resolver ran a stable `extensions.code`, as ours have:
+    BAD_USER_INPUT for a variable's value, GRAPHQL_VALIDATION_FAILED for the document."""
 
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
         for error in (result.errors if result else None) or []:
-            if error.original_error is None and not (error.extensions or {}).get("code"):
-                error.extensions = {**(error.extensions or {}), "code": "GRAPHQL_VALIDATION_FAILED"}
+            original = error.original_error
+            if (error.extensions or {}).get("code") or not (
+                original is None or isinstance(original, GraphQLError)
+            ):
+                continue
+            code = (
+                "BAD_USER_INPUT"
+                if error.message.startswith("Variable '$")
+                else "GRAPHQL_VALIDATION_FAILED"
+            )
+            error.extensions = {**(error.extensions or {}), "code": code}
 
 
 def _is_internal(error: GraphQLError) -> bool:
@@ -48,7 +57,8 @@ def _is_internal(error: GraphQLError) -> bool:
     original = error.original_error
     if original is None:
         return False
-    return not isinstance(original, PaystreamError)
+    # Variable coercion wraps its own GraphQLError, which describes the client's input.
+    return not isinstance(original, PaystreamError | GraphQLError)
 
 
 class PerEventMemoExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -65,10 +75,32 @@ class PerEventMemoExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return executor
 
 
+class _ParserCache(ParserCache):
+    """Strawberry's ParserCache, minus the syntax errors it would let escape.
+
+    In Strawberry 0.341 a syntax error raised in an `on_parse` hook escapes `Schema.stream`,
+    so a WebSocket client got a bare `complete` for a bad or over-long document. Leaving the
+    document unset makes Strawberry parse it again inside its own error handling, which
+    reports the error. The token limit keeps that second parse short.
+    """
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        except GraphQLError:
+            pass
+        yield
+
+
 @lru_cache(maxsize=1024)
-def _is_subscription(query: str, operation_name: str | None) -> bool:
+def _is_subscription(query: str, operation_name: str | None, max_tokens: int | None) -> bool:
+    # The same token limit as MaxTokensLimiter: this parse runs before the extensions, and
+    # an unlimited parse of a multi-megabyte document blocks the event loop for seconds.
     try:
-        operation = get_operation_ast(parse(query), operation_name)
+        operation = get_operation_ast(parse(query, max_tokens=max_tokens), operation_name)
     except GraphQLError:
         return False
     return operation is not None and operation.operation == OperationType.SUBSCRIPTION
@@ -84,9 +116,10 @@ def _visibility(viewer: Viewer) -> tuple[str, ...]:
 
 
 class PaystreamSchema(strawberry.Schema):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_tokens: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.shared_streams = SharedStreams()
+        self.max_tokens = max_tokens
 
     async def stream(  # type: ignore[override]
         self,
@@ -113,7 +146,11 @@ class PaystreamSchema(strawberry.Schema):
             )
 
         viewer = getattr(context_value, "viewer", None)
-        if query is None or viewer is None or not _is_subscription(query, operation_name):
+        if (
+            query is None
+            or viewer is None
+            or not _is_subscription(query, operation_name, self.max_tokens)
+        ):
             return await start()
         key = (
             query,
@@ -135,7 +172,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Factories rather than instances, so each request gets fresh extensions; the parser
     # and validation caches are shared per size at module level in Strawberry.
     extensions: list[Callable[[], SchemaExtension] | type[SchemaExtension]] = [
-        lambda: ParserCache(maxsize=1024),
+        lambda: _ParserCache(maxsize=1024),
         lambda: ValidationCache(maxsize=1024),
         ValidationErrorCodes,
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
@@ -152,4 +189,5 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=PerEventMemoExecutionContext,
+        max_tokens=settings.graphql_max_tokens if settings is not None else None,
     )

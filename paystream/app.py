@@ -6,13 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from broadcaster import Broadcast
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from callbacks.routes import routes as webhook_routes
+from db.broadcast import create_broadcast
 from db.engine import Database
 from db.migrate import upgrade_async
 from db.publish import Publisher
@@ -32,10 +32,10 @@ async def health(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; the database is migrated and the broadcaster connected at start-up."""
     settings = settings or get_settings()
-    broadcast = Broadcast(settings.broadcast_url)
-    db = Database(settings.database_url, Publisher(broadcast))
+    broadcast = create_broadcast(settings.broadcast_url)
+    db = Database(settings.database_url, Publisher(broadcast, settings.broadcast_channel_prefix))
     services = Services(settings=settings, db=db, stripe=StripeGateway(settings))
-    hub = LiveHub(broadcast)
+    hub = LiveHub(broadcast, settings.broadcast_channel_prefix)
     graphql = PaystreamGraphQL(services, hub)
 
     @asynccontextmanager

@@ -62,8 +62,15 @@ def viewer_from_token(token: str, settings: Settings) -> Viewer:
         )
     except jwt.ExpiredSignatureError:
         raise Unauthenticated("The bearer token has expired.") from None
+    except jwt.InvalidKeyError:
+        # PyJWT raises InvalidKeyError, which is no InvalidTokenError, when the token's algorithm
+        # needs another key type than JWT_PUBLIC_KEY (ES256 against an RSA key).
+        raise Unauthenticated(
+            "The bearer token is invalid: its algorithm does not match JWT_PUBLIC_KEY."
+        ) from None
     except jwt.InvalidTokenError as error:
-        raise Unauthenticated(f"The bearer token is invalid: {error}.") from None
+        # Some PyJWT messages end with a period of their own.
+        raise Unauthenticated(f"The bearer token is invalid: {str(error).rstrip('.')}.") from None
 
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject:
@@ -87,8 +94,11 @@ def viewer_from_header(value: str | None, settings: Settings) -> Viewer:
 
 def mint_token(settings: Settings, user_id: str, role: str, expires_in: int) -> str:
     """Sign an HS256 token for development and tests."""
-    if settings.jwt_public_key and settings.jwt_secret is None:
-        raise ValueError("JWT_PUBLIC_KEY is set: tokens come from your identity provider.")
+    if settings.jwt_public_key:
+        raise ValueError(
+            "JWT_PUBLIC_KEY is set, so only RS256 or ES256 tokens from your identity provider "
+            "verify. Unset it to mint tokens with JWT_SECRET."
+        )
     if role not in (USER, ADMIN):
         raise ValueError(f"role {role!r} must be user or admin.")
     now = int(time.time())

@@ -11,7 +11,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from paystream.errors import MoneyError
+from paystream.errors import MoneyError as MoneyError  # re-exported: callers raise it via money
 
 ZERO_DECIMAL_CURRENCIES: Final = frozenset({
     "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga",

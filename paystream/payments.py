@@ -25,7 +25,7 @@ from paystream.errors import (
 )
 from paystream.services import Services
 from paystream.stripe_api import CardDeclined
-from paystream.stripe_objects import object_id
+from paystream.stripe_objects import metadata_int, object_id
 from paystream.viewer import Viewer
 
 logger = logging.getLogger("paystream.payments")
@@ -256,6 +256,12 @@ async def _fulfil_order(session: AsyncSession, payment: Payment, intent: dict[st
     elif order.status == "pending":
         order.status = "paid"
         logger.info("order %s is paid by payment %s", order.id, payment.id)
+        if payment.amount_refunded:
+            # Stripe does not order events, so a refund can be recorded before the success.
+            # Imported here because paystream.refunds imports this module.
+            from paystream.refunds import update_refunded_totals
+
+            await update_refunded_totals(session, payment)
     payment.callback_processed = True
 
 
@@ -275,12 +281,11 @@ async def find_payment_for_intent(
     )
     if payment is not None:
         return payment
-    metadata = intent.get("metadata") or {}
-    payment_id = metadata.get("paymentId") if isinstance(metadata, dict) else None
-    if not (isinstance(payment_id, str) and payment_id.isdigit()):
+    payment_id = metadata_int(intent, "paymentId")
+    if payment_id is None:
         return None
     payment = await session.scalar(
-        select(Payment).where(Payment.id == int(payment_id)).with_for_update()
+        select(Payment).where(Payment.id == payment_id).with_for_update()
     )
     if payment is None or payment.stripe_payment_intent_id not in (None, intent_id):
         return None

@@ -306,6 +306,10 @@ async def apply_paid_invoice(
 async def _record_payment(
     session: AsyncSession, order: Order, amount: int, currency: str, intent_id: str | None
 ) -> None:
+    if amount <= 0:
+        # A trial or a full discount makes a paid invoice of 0: nothing was charged, and a
+        # payment row must have a positive amount.
+        return
     live = await session.scalar(
         select(Payment).where(Payment.order_id == order.id, Payment.status != "canceled")
     )

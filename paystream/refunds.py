@@ -155,7 +155,7 @@ async def apply_refund(session: AsyncSession, row: Refund, stripe_refund: dict[s
 
 
 async def update_refunded_totals(session: AsyncSession, payment: Payment) -> None:
-    """Recompute the payment's refunded amount from its refunds and move the order forward."""
+    """Recompute the payment's refunded amount from its refunds and set the order's status."""
     await session.flush()
     refunded = await session.scalar(
         select(func.coalesce(func.sum(Refund.amount), 0)).where(
@@ -167,10 +167,18 @@ async def update_refunded_totals(session: AsyncSession, payment: Payment) -> Non
         payment.amount_refunded = refunded
 
     order: Order = await lock_order(session, payment.order_id)
-    if refunded >= payment.amount and order.status in ("paid", "partially_refunded"):
-        order.status = "refunded"
-    elif 0 < refunded < payment.amount and order.status == "paid":
-        order.status = "partially_refunded"
+    if order.status not in ("paid", "partially_refunded", "refunded"):
+        return
+    # The order follows the refunded total both ways, because a refund that fails after it
+    # succeeded returns the money to the merchant.
+    if refunded >= payment.amount:
+        status = "refunded"
+    elif refunded > 0:
+        status = "partially_refunded"
+    else:
+        status = "paid"
+    if status != order.status:
+        order.status = status
 
 
 async def find_refund(session: AsyncSession, stripe_refund: dict[str, Any]) -> Refund | None:
@@ -203,6 +211,13 @@ async def find_refund(session: AsyncSession, stripe_refund: dict[str, Any]) -> R
     amount = stripe_refund.get("amount")
     if payment is None or not isinstance(amount, int) or amount <= 0:
         return None
+    # Another event for this refund (`refund.created` and `charge.refunded` arrive together)
+    # may have inserted its row while this one waited for the payment's lock.
+    row = await session.scalar(
+        select(Refund).where(Refund.stripe_refund_id == refund_id).with_for_update()
+    )
+    if row is not None:
+        return row
     row = Refund(
         payment_id=payment.id,
         order_id=payment.order_id,

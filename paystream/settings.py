@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     broadcast_url: str = "memory://"
+    # Prefix of the broadcast channels, so several deployments can share one Redis.
+    broadcast_channel_prefix: str = "paystream."
 
     stripe_secret_key: SecretStr | None = None
     stripe_publishable_key: str | None = None

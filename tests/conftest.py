@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from paystream.auth import mint_token
 from paystream.settings import Settings
 from tests.emulator.harness import LocalStripe
 
+REDIS_URL = os.environ.get("PAYSTREAM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 POSTGRES_ADMIN_URL = os.environ.get(
     "PAYSTREAM_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
@@ -118,6 +120,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "broadcast_url": "memory://",
+        # A prefix of its own per app, so no message from another test's app reaches it
+        # through a shared Redis or PostgreSQL.
+        "broadcast_channel_prefix": f"paystream-test-{uuid.uuid4().hex[:12]}.",
         "stripe_secret_key": None,
         "stripe_webhook_secret": WEBHOOK_SECRET,
         "jwt_secret": JWT_SECRET,
@@ -128,8 +133,17 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return make_settings(database_url)
+def broadcast_url(database_url: str) -> str:
+    """The broadcaster for a test: in memory beside SQLite, Redis beside PostgreSQL.
+
+    Modules that test live delivery override this to run on every backend.
+    """
+    return "memory://" if database_url.startswith("sqlite") else REDIS_URL
+
+
+@pytest.fixture
+def settings(database_url: str, broadcast_url: str) -> Settings:
+    return make_settings(database_url, broadcast_url=broadcast_url)
 
 
 @contextlib.asynccontextmanager
@@ -269,3 +283,27 @@ async def seed_payment(
         session.add(payment)
         await session.flush()
         return order.id, payment.id
+
+
+def stripe_event(name: str, event_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A real payload of type `name` with a new event id and some `data.object` fields replaced.
+
+    The fixtures come from unrelated captures, so a test that needs one connected chain
+    rewrites the ids and amounts that link the objects.
+    """
+    event = load_event(name)
+    if event_id is not None:
+        event["id"] = event_id
+    event["data"]["object"].update(fields)
+    return event
+
+
+async def stored_events(app: Starlette) -> dict[str, Any]:
+    """Every recorded Stripe event row, by event id."""
+    from sqlalchemy import select
+
+    from db.models import StripeEvent
+
+    async with app.state.services.db.read() as session:
+        rows = (await session.scalars(select(StripeEvent))).all()
+    return {row.id: row for row in rows}

@@ -7,8 +7,16 @@ import asyncio
 import pytest
 import websockets
 
-from tests.conftest import load_event, post_event, seed_payment, token_for
+from tests.conftest import REDIS_URL, load_event, post_event, seed_payment, token_for
 from tests.ws_client import LEGACY_WS, TRANSPORT_WS, GraphQLWebSocket, bearer
+
+@pytest.fixture(params=["default", "postgres-notify"])
+def broadcast_url(request, database_url):
+    """Every live test runs on the stack's default broadcaster and on PostgreSQL's NOTIFY."""
+    if request.param == "default":
+        return "memory://" if database_url.startswith("sqlite") else REDIS_URL
+    return request.getfixturevalue("postgres_url").replace("+asyncpg", "")
+
 
 PAYMENTS = """
 subscription ($orderId: Int) {

@@ -198,16 +198,18 @@ class LocalStripe:
         with status 402.
         """
         # Stripe.js confirms with the publishable key and passes the payment method in the same
-        # call. localstripe 1.15.10 confirms only with the secret key and answers
+        # call. localstripe 1.15.10 confirms only with the secret key and rejects
         # confirm(payment_method=...) with 500 "Not implemented". So this checks the client
         # secret, sets the payment method by an update, then confirms, all with the secret key.
         payment_intent = self._request("GET", f"/v1/payment_intents/{pi_id}")
         if payment_intent["client_secret"] != client_secret:
             raise ValueError(f"client_secret does not belong to payment intent {pi_id}")
 
-        # NOTE: localstripe keeps a declined charge as the intent's latest charge, so after a
-        # decline the intent stays `requires_payment_method` and this confirm fails with 400.
-        self._request("POST", f"/v1/payment_intents/{pi_id}", data={"payment_method": payment_method})
+        # After a decline this works too: run_localstripe.py drops the declined charge when
+        # the payment method changes, as Stripe does.
+        self._request(
+            "POST", f"/v1/payment_intents/{pi_id}", data={"payment_method": payment_method}
+        )
         result: dict[str, Any] = self._request("POST", f"/v1/payment_intents/{pi_id}/confirm")
         return result
 

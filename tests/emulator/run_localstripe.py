@@ -5,7 +5,7 @@ Usage: python tests/emulator/run_localstripe.py [--port 8420]
 localstripe (GPL-3.0-or-later) is a test and demo peer only: it runs in this separate process
 and paystream's packages never import it. Once the server accepts connections, the script
 prints `localstripe listening on http://127.0.0.1:PORT` on stdout, with the real port when
-`--port 0` asks for a free one. SIGTERM or SIGINT stops it with exit code 0. The access log and
+`--port 0` requests a free one. SIGTERM or SIGINT stops it with exit code 0. The access log and
 webhook delivery results go to stderr.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import warnings
 from typing import Any
@@ -145,7 +146,7 @@ def rename_price_to_plan(items: Any) -> Any:
 def install_prices_shim() -> None:
     """Add the Prices routes and let subscriptions take `items[].price`.
 
-    Without the shim, localstripe answers 404 for /v1/prices, rejects `items[].price` on
+    Without the shim, localstripe returns 404 for /v1/prices, rejects `items[].price` on
     subscription create with 400, and silently ignores it on subscription update.
     """
     app.router.add_post("/v1/prices", create_price)
@@ -168,6 +169,25 @@ def install_prices_shim() -> None:
     resources.SubscriptionItem.price = property(item_price)
 
 
+def install_retry_after_decline_shim() -> None:
+    """Let a declined payment intent take a new payment method and be confirmed again.
+
+    On Stripe, setting a new payment method on a `requires_payment_method` intent makes it
+    `requires_confirmation` (https://docs.stripe.com/payments/paymentintents/lifecycle).
+    localstripe 1.15.10 keeps the declined charge as the latest charge, so without the shim
+    the intent stays `requires_payment_method` and the next confirm fails with 400.
+    """
+    original_update = resources.PaymentIntent._update
+
+    def update_dropping_declined_charge(self: Any, **data: Any) -> None:
+        original_update(self, **data)
+        charge = self.latest_charge
+        if "payment_method" in data and charge is not None and charge.status == "failed":
+            self.latest_charge = None
+
+    resources.PaymentIntent._update = update_dropping_declined_charge
+
+
 async def serve(port: int) -> None:
     """Serve localstripe on HOST until SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -181,7 +201,10 @@ async def serve(port: int) -> None:
         try:
             await web.TCPSite(runner, HOST, port).start()
         except OSError as error:
-            raise SystemExit(f"failed to listen on {HOST}:{port}: {error.strerror}") from None
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise SystemExit(
+                f"failed to listen on {HOST}:{port}: {reason}; pass --port 0 for a free port"
+            ) from None
 
         bound_port = runner.addresses[0][1]
         print(f"localstripe listening on http://{HOST}:{bound_port}", flush=True)
@@ -200,6 +223,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     keep_store_in_memory()
     install_prices_shim()
+    install_retry_after_decline_shim()
     asyncio.run(serve(args.port))
 
 

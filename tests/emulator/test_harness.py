@@ -23,12 +23,6 @@ WEBHOOK_TIMEOUT_SECONDS = 5.0
 LOCALSTRIPE_PICKLE = Path("/tmp/localstripe.pickle")
 VISA_3DS_REQUIRED = "4000002500003155"
 
-# stripe 16.1.0's HTTPXClient sends the form body as `data=<str>`, which httpx 0.29 deprecates
-# with this warning on every POST. Warnings are errors here, so it would fail every create call.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Use 'content=<...>' to upload raw bytes/text content:DeprecationWarning"
-)
-
 
 @dataclass(frozen=True)
 class Delivery:
@@ -69,6 +63,7 @@ class WebhookReceiver:
 
 @pytest.fixture(scope="module")
 def localstripe() -> Iterator[LocalStripe]:
+    """A server of this module's own, in place of the session one, because a test resets it."""
     with running_localstripe() as server:
         yield server
 
@@ -197,6 +192,25 @@ async def test_browser_confirm_decline_raises(
     assert retrieved.status == "requires_payment_method"
 
 
+async def test_browser_confirm_retry_after_decline(
+    localstripe: LocalStripe, stripe_client: stripe.StripeClient
+) -> None:
+    created = await stripe_client.v1.payment_intents.create_async(
+        params={"amount": 1500, "currency": "eur"}
+    )
+    assert created.client_secret is not None
+
+    with pytest.raises(LocalStripeError):
+        localstripe.confirm_payment_intent_as_browser(
+            created.id, created.client_secret, payment_method="pm_card_chargeCustomerFail"
+        )
+    retried = localstripe.confirm_payment_intent_as_browser(created.id, created.client_secret)
+
+    assert retried["status"] == "succeeded"
+    assert retried["last_payment_error"] is None
+    assert retried["latest_charge"]["status"] == "succeeded"
+
+
 async def test_browser_confirm_wrong_secret_raises(
     localstripe: LocalStripe, stripe_client: stripe.StripeClient
 ) -> None:
@@ -204,7 +218,8 @@ async def test_browser_confirm_wrong_secret_raises(
         params={"amount": 1500, "currency": "eur"}
     )
 
-    with pytest.raises(ValueError, match=f"client_secret does not belong to payment intent {created.id}"):
+    expected_message = f"client_secret does not belong to payment intent {created.id}"
+    with pytest.raises(ValueError, match=expected_message):
         localstripe.confirm_payment_intent_as_browser(created.id, "pi_other_secret_x")
     retrieved = await stripe_client.v1.payment_intents.retrieve_async(created.id)
 
@@ -257,7 +272,12 @@ async def test_succeeded_webhook_is_signed(
     )
 
     payment_intent = await stripe_client.v1.payment_intents.create_async(
-        params={"amount": 2500, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
+        params={
+            "amount": 2500,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+        }
     )
     confirmed_at = time.monotonic()
     delivery = await webhook_receiver.wait_for_event("payment_intent.succeeded", payment_intent.id)

@@ -1,0 +1,1 @@
+"""The benchmark: paystream against bare baselines, figures as ratios measured in one run."""
