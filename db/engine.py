@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -64,6 +65,10 @@ class Database:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.publisher = publisher
+        # SQLite has one writer at a time. Queueing this process's writers here, instead of
+        # in SQLite's busy handler (which sleeps and polls), keeps waits short and fair;
+        # other processes on the same file still wait through the busy timeout.
+        self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
@@ -77,7 +82,7 @@ class Database:
 
         Every row inserted or changed is published once, after the commit succeeded.
         """
-        async with self.engine.connect() as connection:
+        async with self._writer_turn(), self.engine.connect() as connection:
             connection = await connection.execution_options(**{WRITE_OPTION: True})
             async with AsyncSession(bind=connection, expire_on_commit=False) as session:
                 collect_changes(session)
@@ -86,6 +91,14 @@ class Database:
                 changes = session.info.pop("changes", {})
         if self.publisher is not None and changes:
             await self.publisher.publish(changes.values())
+
+    @asynccontextmanager
+    async def _writer_turn(self) -> AsyncIterator[None]:
+        if self._sqlite_writer is None:
+            yield
+            return
+        async with self._sqlite_writer:
+            yield
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +19,10 @@ from paystream.auth import viewer_from_header, viewer_from_token
 from paystream.errors import Unauthenticated
 from paystream.services import Services
 from paystream.viewer import ANONYMOUS_VIEWER, Viewer
+
+
+# Distinct subscription results whose JSON is kept; each is shared by many sockets.
+ENCODED_CACHE_SIZE = 256
 
 
 def viewer_from_connection_params(params: dict[str, Any], services: Services) -> Viewer:
@@ -40,6 +46,34 @@ class PaystreamGraphQL(GraphQL[Context, None]):
         )
         self.services = services
         self.hub = hub
+        self._encoded: OrderedDict[int, tuple[object, str]] = OrderedDict()
+
+    def encode_json(self, data: object) -> str | bytes:
+        """Encode a subscription result's data once for every socket that receives it.
+
+        Subscribers of one shape share one result object (see gql.shared_streams), so its
+        JSON is cached by identity and only the operation id differs per socket.
+        """
+        if isinstance(data, dict) and data.get("type") in ("next", "data"):
+            payload = data.get("payload")
+            if isinstance(payload, dict) and payload.keys() == {"data"}:
+                encoded = self._encoded_data(payload["data"])
+                return (
+                    f'{{"id":{json.dumps(data.get("id"))},"type":"{data["type"]}",'
+                    f'"payload":{{"data":{encoded}}}}}'
+                )
+        return super().encode_json(data)
+
+    def _encoded_data(self, value: object) -> str:
+        cached = self._encoded.get(id(value))
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        encoded = json.dumps(value, separators=(",", ":"))
+        # The cached object is kept alive, so its id cannot be reused while cached.
+        self._encoded[id(value)] = (value, encoded)
+        if len(self._encoded) > ENCODED_CACHE_SIZE:
+            self._encoded.popitem(last=False)
+        return encoded
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         viewer = ANONYMOUS_VIEWER

@@ -178,8 +178,11 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         lambda: MaskErrors(should_mask_error=_is_internal, error_message="Internal server error."),
     ]
     if settings is not None:
-        max_depth, max_tokens = settings.graphql_max_depth, settings.graphql_max_tokens
-        extensions.append(lambda: QueryDepthLimiter(max_depth=max_depth))
+        max_tokens = settings.graphql_max_tokens
+        # Built once: the validation cache keys on the rule classes, and each new
+        # QueryDepthLimiter builds a new class, which would make every request miss.
+        depth_rules = QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules
+        extensions.append(lambda: AddValidationRules(depth_rules))
         extensions.append(lambda: MaxTokensLimiter(max_token_count=max_tokens))
         if not settings.graphql_introspection:
             extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -18,6 +19,7 @@ from db.migrate import upgrade_async
 from db.publish import Publisher
 from gql.app import PaystreamGraphQL
 from gql.live import LiveHub
+from paystream.server import OpenWebSockets, TrackWebSockets
 from paystream.services import Services
 from paystream.settings import Settings, get_settings
 from paystream.stripe_api import StripeGateway
@@ -37,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     services = Services(settings=settings, db=db, stripe=StripeGateway(settings))
     hub = LiveHub(broadcast, settings.broadcast_channel_prefix)
     graphql = PaystreamGraphQL(services, hub)
+    websockets = OpenWebSockets()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,8 +67,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *webhook_routes,
         ],
         lifespan=lifespan,
+        middleware=[Middleware(TrackWebSockets, registry=websockets)],
     )
     app.state.services = services
     app.state.hub = hub
     app.state.graphql = graphql
+    app.state.websockets = websockets
     return app

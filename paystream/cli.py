@@ -25,15 +25,33 @@ def parse_duration(text: str) -> int:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from paystream import server
+
     settings = get_settings()
-    uvicorn.run(
+    if args.workers > 1 and settings.broadcast_url.startswith("memory"):
+        print(
+            f"paystream serve: --workers {args.workers} needs BROADCAST_URL set to redis:// or "
+            "postgres://: the in-memory broadcast cannot reach subscribers in other processes.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.workers > 1:
+        # Migrate once here rather than racing in every worker's start-up.
+        from db.engine import normalize_database_url
+        from db.migrate import upgrade
+
+        upgrade(normalize_database_url(settings.database_url))
+    config = uvicorn.Config(
         "paystream.app:create_app",
         factory=True,
         host=args.host or settings.host,
         port=args.port or settings.port,
+        workers=args.workers,
         log_level=args.log_level,
         ws_per_message_deflate=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
     )
+    server.run(config)
     return 0
 
 
@@ -77,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="address to bind (default: HOST or 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to bind (default: PORT or 8000)")
     serve_parser.add_argument("--log-level", default="info", help="uvicorn log level")
+    serve_parser.add_argument("--workers", type=int, default=1,
+                              help="processes to run; more than 1 needs a Redis or Postgres "
+                                   "BROADCAST_URL (default: 1)")
+    serve_parser.add_argument("--graceful-timeout", type=int, default=30,
+                              help="seconds in-flight requests get to finish on SIGTERM "
+                                   "(default: 30)")
     serve_parser.set_defaults(run=serve)
 
     migrate_parser = commands.add_parser("migrate", help="apply database migrations")

@@ -136,7 +136,7 @@ async def pay(
     if not is_new:
         if payment_method_id is None:
             return payment
-        return await _confirm(services, payment, payment_method_id, switch_method=True)
+        return await _confirm(services, payment, payment_method_id)
 
     try:
         intent = await stripe.create_payment_intent(
@@ -151,26 +151,47 @@ async def pay(
         await _cancel_reserved(services, payment.id, error.message)
         raise
 
-    async with services.db.write() as session:
-        payment = await lock_payment(session, payment.id)
-        payment.stripe_payment_intent_id = intent["id"]
-        payment.client_secret = intent.get("client_secret")
-        await apply_payment_intent(session, payment, intent)
-
     if payment_method_id is None:
+        async with services.db.write() as session:
+            payment = await lock_payment(session, payment.id)
+            _record_intent(payment, intent)
+            await apply_payment_intent(session, payment, intent)
         return payment
-    return await _confirm(services, payment, payment_method_id, switch_method=False)
+    # The intent's id is recorded together with the confirmation's outcome. Should this
+    # process stop in between, the intent's metadata still leads its webhook to the payment.
+    return await _confirm(services, payment, payment_method_id, created=intent)
+
+
+def _record_intent(payment: Payment, intent: dict[str, Any]) -> None:
+    payment.stripe_payment_intent_id = intent["id"]
+    payment.client_secret = intent.get("client_secret")
 
 
 async def _confirm(
-    services: Services, payment: Payment, payment_method_id: str, *, switch_method: bool
+    services: Services,
+    payment: Payment,
+    payment_method_id: str,
+    *,
+    created: dict[str, Any] | None = None,
 ) -> Payment:
-    intent_id = payment.stripe_payment_intent_id or ""
-    outcome = await services.stripe.confirm_payment_intent(
-        intent_id, payment_method_id if switch_method else None
-    )
+    """Confirm the payment's intent; `created` is an intent this request just created,
+    already carrying the method, otherwise the existing intent switches to the method."""
+    intent_id = created["id"] if created is not None else payment.stripe_payment_intent_id or ""
+    try:
+        outcome = await services.stripe.confirm_payment_intent(
+            intent_id, None if created is not None else payment_method_id
+        )
+    except (StripeRejected, StripeUnavailable):
+        if created is not None:
+            # The intent exists: record it, so that paying again retries on it.
+            async with services.db.write() as session:
+                payment = await lock_payment(session, payment.id)
+                _record_intent(payment, created)
+        raise
     async with services.db.write() as session:
         payment = await lock_payment(session, payment.id)
+        if created is not None:
+            _record_intent(payment, created)
         if isinstance(outcome, CardDeclined):
             intent = outcome.payment_intent or {
                 "id": intent_id,

@@ -323,6 +323,19 @@ async def test_refund_unknown_intent_ignored(app, client, payment_id):
     assert state["payment"]["order"]["status"] == "paid"
 
 
+@pytest.mark.parametrize("metadata_id", ["\u00b9", "2147483648", "9" * 5000])
+async def test_refund_malformed_metadata_ignored(app, client, payment_id, metadata_id):
+    event = load_event("refund.created")
+    event["data"]["object"]["metadata"] = {"refundId": metadata_id}
+
+    response = await post_event(client, event)
+
+    assert response.status_code == 200
+    assert response.json() == {"id": CREATED_ID, "outcome": "ignored"}
+    state = await refund_state(client, payment_id)
+    assert state["refunds"] == []
+
+
 @pytest.mark.parametrize(
     ("amount", "order_status"), [(1000, "partially_refunded"), (2000, "refunded")]
 )
