@@ -42,6 +42,11 @@ def create_broadcast(url: str) -> Broadcast:
     return Broadcast(url)
 
 
+def broadcast_connected(broadcast: Broadcast) -> bool:
+    """Whether changes from other processes are arriving; the memory backend always is."""
+    return bool(getattr(broadcast._backend, "connected", True))
+
+
 def _delay(attempt: int) -> float:
     return RECONNECT_DELAYS[min(attempt, len(RECONNECT_DELAYS) - 1)]
 
@@ -58,6 +63,10 @@ class RedisBroadcastBackend(BroadcastBackend):
         self._pubsub: Any = None
         self._connected = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
 
     async def connect(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="redis-broadcast-listener")
@@ -159,6 +168,11 @@ class PostgresBroadcastBackend(BroadcastBackend):
         # asyncpg runs one operation at a time per connection; LISTEN and UNLISTEN for
         # several channels can arrive together.
         self._lock = asyncio.Lock()
+
+    @property
+    def connected(self) -> bool:
+        connection = self._listen_connection
+        return connection is not None and not connection.is_closed() and not self._lost.is_set()
 
     async def connect(self) -> None:
         self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)

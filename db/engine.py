@@ -65,6 +65,9 @@ class Database:
             _configure_sqlite(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self.publisher = publisher
+        # Entries every write session starts with in `session.info`, so that domain code
+        # reaches process-wide helpers (the hook outbox) through the session it is given.
+        self.session_info: dict[str, Any] = {}
         # SQLite has one writer at a time. Queueing this process's writers here, instead of
         # in SQLite's busy handler (which sleeps and polls), keeps waits short and fair;
         # other processes on the same file still wait through the busy timeout.
@@ -85,6 +88,7 @@ class Database:
         async with self._writer_turn(), self.engine.connect() as connection:
             connection = await connection.execution_options(**{WRITE_OPTION: True})
             async with AsyncSession(bind=connection, expire_on_commit=False) as session:
+                session.info.update(self.session_info)
                 collect_changes(session)
                 async with session.begin():
                     yield session

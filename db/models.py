@@ -19,6 +19,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -146,9 +147,11 @@ class StripeEvent(Base):
 
     __tablename__ = "stripe_events"
 
+    # Keyed by endpoint too: Stripe delivers one event, with one id, to every endpoint
+    # registered for its type, and each endpoint applies it once.
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(255), primary_key=True, default="main")
     type: Mapped[str] = mapped_column(String(255), index=True)
-    endpoint: Mapped[str] = mapped_column(String(255), default="main")
     api_version: Mapped[str | None] = mapped_column(String(64))
     created: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)
@@ -158,9 +161,64 @@ class StripeEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
+class HookPayload(Base):
+    """What one callback occurrence passes to its hooks, stored once for all of them."""
+
+    __tablename__ = "hook_payloads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # JSON: the callback, the rows involved, the previous status and the Stripe event.
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class HookRun(Timestamps, Base):
+    """One hook's run for one callback occurrence: the outbox row the hook runner executes.
+
+    Status: pending (due at `next_attempt_at`) -> running (claimed until `locked_until`) ->
+    succeeded, back to pending for a retry, or failed once `max_attempts` are used up.
+    """
+
+    __tablename__ = "hook_runs"
+    __table_args__ = (Index("ix_hook_runs_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payload_id: Mapped[int] = mapped_column(
+        ForeignKey("hook_payloads.id", ondelete="RESTRICT"), index=True
+    )
+    hook: Mapped[str] = mapped_column(String(255))
+    callback: Mapped[str] = mapped_column(String(255))
+    stripe_event_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[dt.datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[dt.datetime | None]
+
+
+class HookAttempt(Base):
+    """One attempt of a hook run; an attempt with no outcome was interrupted or is running."""
+
+    __tablename__ = "hook_attempts"
+    __table_args__ = (UniqueConstraint("run_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("hook_runs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 __all__ = [
     "Base",
     "Customer",
+    "HookAttempt",
+    "HookPayload",
+    "HookRun",
     "Order",
     "Payment",
     "RecurringPayment",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -62,11 +62,20 @@ class Broadcast(Protocol):
 class Publisher:
     """Sends committed changes to the broadcaster, one message per row."""
 
-    def __init__(self, broadcast: Broadcast, prefix: str = DEFAULT_CHANNEL_PREFIX) -> None:
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        prefix: str = DEFAULT_CHANNEL_PREFIX,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.broadcast = broadcast
         self.prefix = prefix
+        # Called before publishing, so this process's cached reads never outlive a commit.
+        self.on_change = on_change
 
     async def publish(self, changes: Iterable[tuple[str, Base]]) -> None:
+        if self.on_change is not None:
+            self.on_change()
         for operation, row in changes:
             table, message = encode_change(operation, row)
             channel = channel_for(table, self.prefix)

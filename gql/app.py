@@ -8,13 +8,15 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.websockets import WebSocket
+from graphql import OperationType
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from gql.context import Context
 from gql.live import LiveHub
-from gql.schema import build_schema
+from gql.read_cache import ReadCache
+from gql.schema import build_schema, operation_type, visibility
 from paystream.auth import viewer_from_header, viewer_from_token
 from paystream.errors import Unauthenticated
 from paystream.services import Services
@@ -37,7 +39,7 @@ def viewer_from_connection_params(params: dict[str, Any], services: Services) ->
 
 
 class PaystreamGraphQL(GraphQL[Context, None]):
-    def __init__(self, services: Services, hub: LiveHub) -> None:
+    def __init__(self, services: Services, hub: LiveHub, read_cache: ReadCache) -> None:
         settings = services.settings
         super().__init__(
             build_schema(settings),
@@ -46,6 +48,7 @@ class PaystreamGraphQL(GraphQL[Context, None]):
         )
         self.services = services
         self.hub = hub
+        self.read_cache = read_cache
         self._encoded: OrderedDict[int, tuple[object, str]] = OrderedDict()
 
     def encode_json(self, data: object) -> str | bytes:
@@ -74,6 +77,30 @@ class PaystreamGraphQL(GraphQL[Context, None]):
         if len(self._encoded) > ENCODED_CACHE_SIZE:
             self._encoded.popitem(last=False)
         return encoded
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        """Serve a read from the read cache when an equal one ran since the last change."""
+        key = self._read_key(kwargs.get("request_data"), kwargs.get("context"))
+        if key is not None:
+            cached = self.read_cache.get(key)
+            if cached is not None:
+                return cached
+        result = await super().execute_single(*args, **kwargs)
+        if key is not None and not result.errors:
+            self.read_cache.put(key, result)
+        return result
+
+    def _read_key(self, request_data: Any, context: Any) -> tuple[Any, ...] | None:
+        viewer = getattr(context, "viewer", None)
+        query = getattr(request_data, "query", None)
+        if viewer is None or viewer.rejection is not None or not isinstance(query, str):
+            return None
+        operation_name = request_data.operation_name
+        max_tokens = self.services.settings.graphql_max_tokens
+        if operation_type(query, operation_name, max_tokens) != OperationType.QUERY:
+            return None
+        variables = json.dumps(request_data.variables or {}, sort_keys=True, default=str)
+        return (query, operation_name, variables, visibility(viewer))
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         viewer = ANONYMOUS_VIEWER

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -35,9 +35,16 @@ RESYNC = Resync()
 class LiveHub:
     """One broadcaster subscription per table, shared by every subscriber in the process."""
 
-    def __init__(self, broadcast: Broadcast, prefix: str = DEFAULT_CHANNEL_PREFIX) -> None:
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        prefix: str = DEFAULT_CHANNEL_PREFIX,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.broadcast = broadcast
         self.prefix = prefix
+        # Called for every change and resync that arrives, from any process.
+        self.on_change = on_change
         self._queues: dict[str, set[asyncio.Queue[Any]]] = {table: set() for table in TABLES}
         self._tasks: list[asyncio.Task[None]] = []
         self._ready: dict[str, asyncio.Event] = {}
@@ -69,6 +76,8 @@ class LiveHub:
                     attempt = 0
                     async for event in subscriber:  # type: ignore[union-attr]
                         message = json.loads(event.message)
+                        if self.on_change is not None:
+                            self.on_change()
                         if message.get("op") == "resync":
                             self._resync_all(table)
                         else:

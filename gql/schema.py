@@ -96,17 +96,24 @@ class _ParserCache(ParserCache):
 
 
 @lru_cache(maxsize=1024)
-def _is_subscription(query: str, operation_name: str | None, max_tokens: int | None) -> bool:
+def operation_type(
+    query: str, operation_name: str | None, max_tokens: int | None
+) -> OperationType | None:
+    """The type of the operation a request runs, or None for a document that fails."""
     # The same token limit as MaxTokensLimiter: this parse runs before the extensions, and
     # an unlimited parse of a multi-megabyte document blocks the event loop for seconds.
     try:
         operation = get_operation_ast(parse(query, max_tokens=max_tokens), operation_name)
     except GraphQLError:
-        return False
-    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+        return None
+    return operation.operation if operation is not None else None
 
 
-def _visibility(viewer: Viewer) -> tuple[str, ...]:
+def _is_subscription(query: str, operation_name: str | None, max_tokens: int | None) -> bool:
+    return operation_type(query, operation_name, max_tokens) == OperationType.SUBSCRIPTION
+
+
+def visibility(viewer: Viewer) -> tuple[str, ...]:
     """Viewers with equal keys may read exactly the same rows."""
     if viewer.rejection is not None or viewer.user_id is None:
         return ("anonymous",)
@@ -156,7 +163,7 @@ class PaystreamSchema(strawberry.Schema):
             query,
             json.dumps(variable_values or {}, sort_keys=True, default=str),
             operation_name,
-            _visibility(viewer),
+            visibility(viewer),
         )
         return await self.shared_streams.join(key, viewer, start)
 

@@ -13,12 +13,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
 from callbacks.routes import routes as webhook_routes
-from db.broadcast import create_broadcast
+from db.broadcast import broadcast_connected, create_broadcast
 from db.engine import Database
 from db.migrate import upgrade_async
 from db.publish import Publisher
 from gql.app import PaystreamGraphQL
 from gql.live import LiveHub
+from gql.read_cache import ReadCache
 from paystream.server import OpenWebSockets, TrackWebSockets
 from paystream.services import Services
 from paystream.settings import Settings, get_settings
@@ -35,10 +36,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     """Build the app; the database is migrated and the broadcaster connected at start-up."""
     settings = settings or get_settings()
     broadcast = create_broadcast(settings.broadcast_url)
-    db = Database(settings.database_url, Publisher(broadcast, settings.broadcast_channel_prefix))
+    read_cache = ReadCache(available=lambda: broadcast_connected(broadcast))
+    prefix = settings.broadcast_channel_prefix
+    db = Database(settings.database_url, Publisher(broadcast, prefix, read_cache.clear))
     services = Services(settings=settings, db=db, stripe=StripeGateway(settings))
-    hub = LiveHub(broadcast, settings.broadcast_channel_prefix)
-    graphql = PaystreamGraphQL(services, hub)
+    hub = LiveHub(broadcast, prefix, read_cache.clear)
+    graphql = PaystreamGraphQL(services, hub, read_cache)
     websockets = OpenWebSockets()
 
     @asynccontextmanager

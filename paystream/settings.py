@@ -51,6 +51,21 @@ class Settings(BaseSettings):
     graphql_max_depth: int = 10
     graphql_max_tokens: int = 2000
 
+    # The app's own callback logic: a Python module (import path) whose @hook functions
+    # run after state changes, and a TOML or JSON file of HTTP hooks and dedicated
+    # webhook endpoints.
+    paystream_hooks: str | None = None
+    paystream_hooks_file: str | None = None
+    # A failed hook run is retried after hook_retry_delay seconds, doubling each time (at
+    # most an hour), until hook_max_attempts attempts were made.
+    hook_max_attempts: int = Field(default=10, ge=1)
+    hook_retry_delay: float = Field(default=10.0, gt=0)
+    # Seconds one attempt may take before it counts as failed.
+    hook_timeout: float = Field(default=30.0, gt=0)
+    # Seconds between looks for due runs, which finds runs left behind by a stopped process;
+    # runs queued by this process start right after their transaction commits.
+    hook_poll_interval: float = Field(default=10.0, gt=0)
+
     @field_validator("stripe_webhook_secret", mode="before")
     @classmethod
     def _split_secrets(cls, value: object) -> object:

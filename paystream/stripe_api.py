@@ -220,3 +220,89 @@ class StripeGateway:
         except stripe.StripeError as error:
             raise _translate(error, f"cancel subscription {subscription_id}") from None
         return subscription.to_dict()
+
+    # Reads for `paystream reconcile`
+
+    async def retrieve_refund(self, refund_id: str) -> dict[str, Any]:
+        try:
+            found = await self.client.v1.refunds.retrieve_async(refund_id)
+        except stripe.StripeError as error:
+            raise _translate(error, f"read refund {refund_id}") from None
+        return found.to_dict()
+
+    async def list_refunds(self, payment_intent_id: str) -> list[dict[str, Any]]:
+        """Every refund of the payment intent, newest first."""
+        try:
+            page = await self.client.v1.refunds.list_async(
+                params={"payment_intent": payment_intent_id, "limit": 100}
+            )
+            return [item.to_dict() async for item in page.auto_paging_iter()]
+        except stripe.StripeError as error:
+            raise _translate(error, f"list the refunds of {payment_intent_id}") from None
+
+    async def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
+        """The subscription with its latest invoice expanded."""
+        try:
+            found = await self.client.v1.subscriptions.retrieve_async(
+                subscription_id, params={"expand": ["latest_invoice"]}
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, f"read subscription {subscription_id}") from None
+        return found.to_dict()
+
+    async def list_events(self, event_type: str, created_since: int) -> list[dict[str, Any]]:
+        """Every event of `event_type` created at or after the Unix time `created_since`.
+
+        Stripe returns only the events of the last 30 days.
+        """
+        try:
+            page = await self.client.v1.events.list_async(
+                params={"type": event_type, "created": {"gte": created_since}, "limit": 100}
+            )
+            return [item.to_dict() async for item in page.auto_paging_iter()]
+        except stripe.StripeError as error:
+            raise _translate(error, f"list {event_type} events") from None
+
+    # Webhook endpoints, for `paystream webhooks setup`
+
+    async def list_webhook_endpoints(self) -> list[dict[str, Any]]:
+        try:
+            page = await self.client.v1.webhook_endpoints.list_async(params={"limit": 100})
+            return [item.to_dict() async for item in page.auto_paging_iter()]
+        except stripe.StripeError as error:
+            raise _translate(error, "list the webhook endpoints") from None
+
+    async def create_webhook_endpoint(
+        self, *, url: str, enabled_events: list[str], api_version: str, description: str
+    ) -> dict[str, Any]:
+        """Create an endpoint; only this answer carries its signing secret.
+
+        No idempotency key of our own: Stripe replays a key's first answer for 24 hours, so
+        running setup again after deleting the endpoint would get back the deleted one.
+        """
+        try:
+            endpoint = await self.client.v1.webhook_endpoints.create_async(
+                params={
+                    "url": url,
+                    "enabled_events": enabled_events,  # type: ignore[typeddict-item]  # a Literal list
+                    "api_version": api_version,  # type: ignore[typeddict-item]  # a Literal
+                    "description": description,
+                }
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, f"create the webhook endpoint for {url}") from None
+        return endpoint.to_dict()
+
+    async def update_webhook_endpoint(
+        self, endpoint_id: str, *, enabled_events: list[str], enable: bool
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"enabled_events": enabled_events}
+        if enable:
+            params["disabled"] = False
+        try:
+            endpoint = await self.client.v1.webhook_endpoints.update_async(
+                endpoint_id, params=params  # type: ignore[arg-type]  # a Literal list
+            )
+        except stripe.StripeError as error:
+            raise _translate(error, f"update webhook endpoint {endpoint_id}") from None
+        return endpoint.to_dict()

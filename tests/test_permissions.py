@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import websockets
 from starlette.applications import Starlette
 
 from paystream.settings import Settings
@@ -394,8 +395,6 @@ async def test_legacy_expired_token_connection_error(server_url):
 
 
 async def test_transport_bad_token_field_closes_4403(server_url):
-    import websockets
-
     socket = GraphQLWebSocket(server_url, TRANSPORT_WS)
 
     with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -403,6 +402,18 @@ async def test_transport_bad_token_field_closes_4403(server_url):
 
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+async def test_legacy_start_before_init_closes_4401(server_url):
+    socket = GraphQLWebSocket(server_url, LEGACY_WS)
+    socket.socket = await websockets.connect(socket.url, subprotocols=[LEGACY_WS])
+
+    await socket.subscribe(LIVE_PAYMENTS)
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await socket.receive()
+
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4401
 
 
 @pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
