@@ -157,7 +157,9 @@ class SharedStreams:
         if remaining <= 0:
             return False
         try:
-            await asyncio.wait_for(subscriber.wake.wait(), remaining)
+            # asyncio.timeout adds a timer only, where wait_for would add a task per wait.
+            async with asyncio.timeout(remaining):
+                await subscriber.wake.wait()
         except TimeoutError:
             return False
         return True
