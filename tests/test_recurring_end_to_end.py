@@ -3,13 +3,14 @@ and watch the recurring payment over a real WebSocket as Stripe's webhooks arriv
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import httpx
 import pytest
 import stripe
 
-from tests.conftest import WEBHOOK_SECRET, make_settings, token_for
+from tests.conftest import WEBHOOK_SECRET, make_settings, stored_events, token_for
 from tests.ws_client import GraphQLWebSocket, bearer
 
 CREATE_ORDER = """
@@ -89,7 +90,18 @@ async def next_changed(socket, previous, timeout=15):
             return listed
 
 
-async def test_subscribe_then_cancel_live(http, server_url, monthly_price):
+async def wait_for_event(app, event_type, timeout=10):
+    """The stored event of `event_type` once the emulator's webhook has been applied."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        for row in (await stored_events(app)).values():
+            if row.type == event_type:
+                return row
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def test_subscribe_then_cancel_live(app, http, server_url, monthly_price):
     order = (await call(http, CREATE_ORDER, {"price": "15.00"}))["data"]["createOrder"]
     socket = GraphQLWebSocket(server_url)
     await socket.connect(bearer(token_for("alice")))
@@ -107,6 +119,9 @@ async def test_subscribe_then_cancel_live(http, server_url, monthly_price):
     while listed[0]["status"] != "active":
         listed = await next_changed(socket, listed)
     assert listed == [{"id": started["id"], "status": "active", "cancelAtPeriodEnd": False}]
+    created = await wait_for_event(app, "customer.subscription.created")
+    assert created is not None
+    assert created.outcome == "processed"
 
     later = await call(http, CANCEL, {"id": started["id"], "atPeriodEnd": True})
     assert later["data"]["cancelSubscription"]["status"] == "active"
@@ -119,6 +134,9 @@ async def test_subscribe_then_cancel_live(http, server_url, monthly_price):
     assert now["data"]["cancelSubscription"]["canceledAt"] is not None
     listed = await next_changed(socket, listed)
     assert listed[0]["status"] == "canceled"
+    deleted = await wait_for_event(app, "customer.subscription.deleted")
+    assert deleted is not None
+    assert deleted.outcome == "processed"
 
     again = await call(http, CANCEL, {"id": started["id"], "atPeriodEnd": False})
     assert again["errors"][0]["extensions"]["code"] == "CONFLICT"
