@@ -26,14 +26,14 @@ logger = logging.getLogger("paystream.broadcast")
 
 RESYNC_MESSAGE = json.dumps({"op": "resync"})
 RECONNECT_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
-# How long `subscribe` waits for the server to confirm before carrying on; the listener
-# keeps trying and puts a resync marker on the channel once it is subscribed.
+# How long `subscribe` waits for the server to confirm before carrying on. The listener
+# keeps trying, and puts a resync marker on the channel once it is subscribed.
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def create_broadcast(url: str) -> Broadcast:
-    """A Broadcast for `url`, with paystream's backends for Redis and PostgreSQL."""
+    """Build a Broadcast for `url`, with paystream's backends for Redis and PostgreSQL."""
     scheme = urlparse(url).scheme
     if scheme in ("redis", "rediss"):
         return Broadcast(backend=RedisBroadcastBackend(url))

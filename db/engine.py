@@ -75,13 +75,13 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A session for reads; nothing it changes is committed."""
+        """Open a session for reads; nothing it changes is committed."""
         async with self.sessions() as session:
             yield session
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction: commit on success, roll back on error, then publish.
+        """Run a write transaction: commit on success, roll back on error, then publish.
 
         Every row inserted or changed is published once, after the commit succeeded.
         """

@@ -78,7 +78,7 @@ class _Group:
         self.task: asyncio.Task[None] | None = None
 
     def publish(self, result: Any) -> None:
-        # A change to a field nobody selected yields the same list again: not worth a send.
+        # A change to a field no subscriber selected yields the same list again, so it is not sent.
         if self.has_latest and _same_result(result, self.latest):
             return
         self.latest, self.has_latest = result, True

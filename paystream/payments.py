@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Order, Payment
-from paystream import money
+from paystream import hooks, money
 from paystream.errors import (
     Conflict,
     InvalidInput,
@@ -79,8 +79,8 @@ async def _reserve_payment(
 ) -> tuple[Payment, bool]:
     """Insert the pending payment that blocks a second one for the same order.
 
-    Returns the payment and whether it is new; an existing failed payment is returned for a
-    retry on its intent instead of opening a second intent for the order.
+    Returns the payment and whether it is new. An existing failed payment is returned, so
+    the retry runs on its intent instead of opening a second intent for the order.
     """
     try:
         async with services.db.write() as session:
@@ -245,6 +245,7 @@ async def apply_payment_intent(
         )
         return False
 
+    previous_status = payment.status
     payment.status = new_status
     if new_status == "failed":
         error = intent.get("last_payment_error") or {}
@@ -254,6 +255,14 @@ async def apply_payment_intent(
 
     if new_status == "succeeded":
         await _fulfil_order(session, payment, intent)
+    if new_status in ("succeeded", "failed"):
+        order = await session.get(Order, payment.order_id)
+        await hooks.emit(
+            session,
+            f"payment.{new_status}",
+            rows={"payment": payment, "order": order},
+            previous_status=previous_status,
+        )
     return True
 
 

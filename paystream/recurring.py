@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Customer, Order, Payment, RecurringPayment
-from paystream import money
+from paystream import hooks, money
 from paystream.errors import Conflict, InvalidInput, NotFound, StripeNotConfigured, StripeRejected
 from paystream.payments import lock_order
 from paystream.services import Services
@@ -82,7 +82,7 @@ async def _reserve(
 
 
 async def customer_for(services: Services, user_id: str) -> str:
-    """The user's Stripe customer id, created once per user."""
+    """Return the user's Stripe customer id, creating the customer once per user."""
     async with services.db.read() as session:
         known = await session.get(Customer, user_id)
     if known is not None:
@@ -218,6 +218,8 @@ async def apply_subscription(
         logger.debug("recurring payment %s: older snapshot ignored", row.id)
         return False
 
+    previous_status = row.status
+    before = _subscription_state(row)
     status = subscription.get("status")
     if isinstance(status, str) and status != row.status:
         logger.info("recurring payment %s is now %s", row.id, status)
@@ -232,7 +234,43 @@ async def apply_subscription(
     elif row.status == "canceled" and row.canceled_at is None:
         row.canceled_at = dt.datetime.now(dt.UTC)
     row.stripe_snapshot_at = snapshot_at
+    if _subscription_state(row) != before:
+        await emit_subscription_change(session, row, previous_status)
     return True
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite returns stored times without their zone; every stored time is UTC.
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+def _subscription_state(row: RecurringPayment) -> tuple[Any, ...]:
+    """The fields whose change the subscription hooks report."""
+    return (
+        row.status,
+        _utc(row.current_period_end),
+        row.cancel_at_period_end,
+        _utc(row.canceled_at),
+    )
+
+
+async def emit_subscription_change(
+    session: AsyncSession, row: RecurringPayment, previous_status: str
+) -> None:
+    """Queue the hooks of the subscription callback that a change of `row` amounts to."""
+    if row.status == "canceled":
+        callback = "subscription.canceled"
+    elif previous_status == "incomplete" and row.status in ("active", "trialing"):
+        callback = "subscription.started"
+    else:
+        callback = "subscription.updated"
+    order = await session.get(Order, row.order_id)
+    await hooks.emit(
+        session,
+        callback,
+        rows={"recurring_payment": row, "order": order},
+        previous_status=previous_status,
+    )
 
 
 def invoice_subscription_id(invoice: dict[str, Any]) -> str | None:
@@ -298,38 +336,45 @@ async def apply_paid_invoice(
     )
     session.add(order)
     await session.flush()
-    await _record_payment(session, order, amount, currency, intent_id)
+    payment = await _record_payment(session, order, amount, currency, intent_id)
     logger.info("renewal order %s created for invoice %s", order.id, invoice_id)
+    await hooks.emit(
+        session,
+        "renewal.charged",
+        rows={"recurring_payment": row, "order": order, "payment": payment},
+        previous_status=None,
+    )
     return True
 
 
 async def _record_payment(
     session: AsyncSession, order: Order, amount: int, currency: str, intent_id: str | None
-) -> None:
+) -> Payment | None:
+    """The order's payment, recorded now unless it exists; None for an invoice of 0."""
     if amount <= 0:
         # A trial or a full discount makes a paid invoice of 0: nothing was charged, and a
         # payment row must have a positive amount.
-        return
+        return None
     live = await session.scalar(
         select(Payment).where(Payment.order_id == order.id, Payment.status != "canceled")
     )
     if live is not None:
-        return
+        return live
     if intent_id is not None:
         taken = await session.scalar(
             select(Payment.id).where(Payment.stripe_payment_intent_id == intent_id)
         )
         if taken is not None:
             intent_id = None
-    session.add(
-        Payment(
-            order_id=order.id,
-            user_id=order.user_id,
-            amount=amount,
-            currency=currency,
-            status="succeeded",
-            stripe_payment_intent_id=intent_id,
-            callback_processed=True,
-        )
+    payment = Payment(
+        order_id=order.id,
+        user_id=order.user_id,
+        amount=amount,
+        currency=currency,
+        status="succeeded",
+        stripe_payment_intent_id=intent_id,
+        callback_processed=True,
     )
+    session.add(payment)
     await session.flush()
+    return payment
