@@ -12,7 +12,7 @@ import datetime as dt
 import enum
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -28,10 +28,13 @@ from callbacks.recurring import (
 from callbacks.refund import handle_charge_refunded_event, handle_refund_event
 from db.engine import Database
 from db.models import StripeEvent, utcnow
+from paystream import hooks
 
 logger = logging.getLogger("paystream.callbacks")
 
 Handler = Callable[[AsyncSession, dict[str, Any]], Awaitable[bool]]
+
+MAIN_ENDPOINT = "main"
 
 # Each Stripe event type paystream applies, and the system callback that applies it.
 EVENT_HANDLERS: dict[str, Handler] = {
@@ -50,6 +53,17 @@ EVENT_HANDLERS: dict[str, Handler] = {
     "invoice.payment_succeeded": handle_invoice_paid_event,
     "invoice.payment_failed": handle_invoice_payment_failed_event,
 }
+
+
+async def run_event_hooks(session: AsyncSession, event: dict[str, Any]) -> bool:
+    """Queue a run of each hook registered for `stripe:<the event's type>`."""
+    await hooks.emit(session, hooks.STRIPE_EVENT_PREFIX + event["type"], rows={})
+    return True
+
+
+def endpoint_handlers(event_types: Iterable[str]) -> dict[str, Handler]:
+    """The handlers of a dedicated endpoint: its event types run hooks, no system callback."""
+    return dict.fromkeys(event_types, run_event_hooks)
 
 
 class Outcome(enum.StrEnum):
@@ -79,16 +93,30 @@ def parse_event(payload: bytes) -> dict[str, Any]:
 
 
 async def receive_event(
-    db: Database, event: dict[str, Any], payload: str, *, endpoint: str = "main"
+    db: Database,
+    event: dict[str, Any],
+    payload: str,
+    *,
+    endpoint: str = MAIN_ENDPOINT,
+    handlers: Mapping[str, Handler] | None = None,
 ) -> Outcome:
-    """Apply one verified event exactly once and return what happened to it."""
+    """Apply one verified event exactly once per endpoint and return what happened to it.
+
+    `handlers` maps the event types the endpoint applies to their handler: the system
+    callbacks (EVENT_HANDLERS) for the main endpoint, which a dedicated endpoint must
+    replace with its own.
+    """
+    if handlers is None:
+        if endpoint != MAIN_ENDPOINT:
+            raise ValueError(f"endpoint {endpoint!r} needs its own handlers.")
+        handlers = EVENT_HANDLERS
     try:
         try:
-            return await _apply_once(db, event, payload, endpoint)
+            return await _apply_once(db, event, payload, endpoint, handlers)
         except _RowInserted:
             # Another delivery of this event inserted its row first and committed. Reading
             # that row again shows whether it was applied, or failed and is applied now.
-            return await _apply_once(db, event, payload, endpoint)
+            return await _apply_once(db, event, payload, endpoint, handlers)
     except _Duplicate:
         return Outcome.DUPLICATE
     except Exception as error:
@@ -106,11 +134,17 @@ class _RowInserted(Exception):
 
 
 async def _apply_once(
-    db: Database, event: dict[str, Any], payload: str, endpoint: str
+    db: Database,
+    event: dict[str, Any],
+    payload: str,
+    endpoint: str,
+    handlers: Mapping[str, Handler],
 ) -> Outcome:
     async with db.write() as session:
         row = await session.scalar(
-            select(StripeEvent).where(StripeEvent.id == event["id"]).with_for_update()
+            select(StripeEvent)
+            .where(StripeEvent.id == event["id"], StripeEvent.endpoint == endpoint)
+            .with_for_update()
         )
         if row is not None and row.outcome in (Outcome.PROCESSED, Outcome.IGNORED):
             raise _Duplicate()
@@ -126,10 +160,15 @@ async def _apply_once(
             except IntegrityError:
                 raise _RowInserted() from None
 
-        handler = EVENT_HANDLERS.get(event["type"])
+        handler = handlers.get(event["type"])
+        # Hooks queued by the handler's state changes receive the event that caused them.
+        session.info[hooks.EVENT_KEY] = event
         applied = await handler(session, event) if handler is not None else False
         if handler is None:
-            logger.debug("event %s: type %s is not handled", event["id"], event["type"])
+            logger.debug(
+                "event %s: type %s is not handled at endpoint %s",
+                event["id"], event["type"], endpoint,
+            )
 
         row.outcome = Outcome.PROCESSED if applied else Outcome.IGNORED
         row.processed_at = utcnow()
@@ -156,7 +195,7 @@ async def _record_failure(
     message = f"{type(error).__name__}: {error}"[:2000]
     try:
         async with db.write() as session:
-            row = await session.get(StripeEvent, event["id"], with_for_update=True)
+            row = await session.get(StripeEvent, (event["id"], endpoint), with_for_update=True)
             if row is None:
                 row = _new_event_row(event, payload, endpoint)
                 session.add(row)

@@ -13,6 +13,7 @@ from paystream.recurring import (
     FINAL_STATUSES,
     apply_paid_invoice,
     apply_subscription,
+    emit_subscription_change,
     invoice_subscription_id,
 )
 from paystream.stripe_objects import metadata_int, object_id
@@ -94,6 +95,8 @@ async def handle_invoice_payment_failed_event(session: AsyncSession, event: dict
     if row.stripe_snapshot_at is not None and snapshot_at < row.stripe_snapshot_at:
         return True
     logger.info("recurring payment %s is past due after invoice %s", row.id, invoice.get("id"))
+    previous_status = row.status
     row.status = "past_due"
     row.stripe_snapshot_at = snapshot_at
+    await emit_subscription_change(session, row, previous_status)
     return True

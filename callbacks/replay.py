@@ -9,26 +9,40 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
-from callbacks.events import Outcome, parse_event, receive_event
+from callbacks.events import (
+    MAIN_ENDPOINT,
+    Handler,
+    InvalidEvent,
+    Outcome,
+    endpoint_handlers,
+    parse_event,
+    receive_event,
+)
+from callbacks.hook_config import HookConfig
 from db.engine import Database
 from db.models import StripeEvent
 
 
 class EventNotFound(LookupError):
-    def __init__(self, event_id: str) -> None:
-        super().__init__(f"event {event_id} is not stored: paystream never received it.")
+    def __init__(self, event_id: str, endpoint: str | None = None) -> None:
+        where = f" for endpoint {endpoint}" if endpoint is not None else ""
+        super().__init__(f"event {event_id} is not stored{where}: paystream never received it.")
 
 
 @dataclass(frozen=True)
 class ReplayResult:
     event_id: str
     event_type: str
+    endpoint: str
     outcome: Outcome
+    # Why the event was not replayed at all, in which case its stored row is unchanged.
+    error: str | None = None
 
 
 async def list_events(
@@ -36,32 +50,41 @@ async def list_events(
     *,
     event_type: str | None = None,
     outcome: str | None = None,
+    endpoint: str | None = None,
     since: dt.datetime | None = None,
     limit: int = 50,
 ) -> list[StripeEvent]:
-    """Stored events, newest first by Stripe's `created` time; `since` bounds that time."""
+    """List stored events, newest first by Stripe's `created` time, from `since` on."""
     query = select(StripeEvent)
     if event_type is not None:
         query = query.where(StripeEvent.type == event_type)
     if outcome is not None:
         query = query.where(StripeEvent.outcome == outcome)
+    if endpoint is not None:
+        query = query.where(StripeEvent.endpoint == endpoint)
     if since is not None:
         query = query.where(StripeEvent.created >= int(since.timestamp()))
-    query = query.order_by(StripeEvent.created.desc(), StripeEvent.received_at.desc()).limit(limit)
+    query = query.order_by(
+        StripeEvent.created.desc(), StripeEvent.received_at.desc(), StripeEvent.endpoint
+    ).limit(limit)
     async with db.read() as session:
         return list((await session.scalars(query)).all())
 
 
-async def get_event(db: Database, event_id: str) -> StripeEvent:
+async def get_events(db: Database, event_id: str, endpoint: str | None = None) -> list[StripeEvent]:
+    """Read the stored rows of one event, one per endpoint that received it."""
+    query = select(StripeEvent).where(StripeEvent.id == event_id)
+    if endpoint is not None:
+        query = query.where(StripeEvent.endpoint == endpoint)
     async with db.read() as session:
-        row = await session.get(StripeEvent, event_id)
-    if row is None:
-        raise EventNotFound(event_id)
-    return row
+        rows = list((await session.scalars(query.order_by(StripeEvent.endpoint))).all())
+    if not rows:
+        raise EventNotFound(event_id, endpoint)
+    return rows
 
 
 def event_as_json(row: StripeEvent) -> dict[str, Any]:
-    """The stored row as a JSON object, with the payload parsed when it is valid JSON."""
+    """Convert a stored row to a JSON object, parsing the payload when it is valid JSON."""
     try:
         payload: Any = json.loads(row.payload)
     except json.JSONDecodeError:
@@ -83,30 +106,51 @@ def event_as_json(row: StripeEvent) -> dict[str, Any]:
 def _isoformat(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
-    # SQLite returns naive datetimes; every stored time is UTC.
+    # SQLite returns naive datetimes, and every stored time is UTC.
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value.isoformat()
 
 
-async def replay_event(db: Database, event_id: str) -> ReplayResult:
-    """Apply a stored event again through the live-delivery path."""
-    row = await get_event(db, event_id)
-    # The payload was verified and parsed when it arrived, so parsing cannot fail here
-    # unless the row was edited by hand; then InvalidEvent names the problem.
-    event = parse_event(row.payload.encode())
-    outcome = await receive_event(db, event, row.payload, endpoint=row.endpoint)
-    return ReplayResult(row.id, row.type, outcome)
+async def replay_event(
+    db: Database, hooks: HookConfig, event_id: str, endpoint: str | None = None
+) -> list[ReplayResult]:
+    """Apply a stored event again through the live-delivery path, at each endpoint that
+    received it, or only at `endpoint`."""
+    rows = await get_events(db, event_id, endpoint)
+    return [await _replay(db, hooks, row) for row in rows]
 
 
-async def replay_failed(db: Database) -> list[ReplayResult]:
+async def replay_failed(db: Database, hooks: HookConfig) -> list[ReplayResult]:
     """Replay every event whose last attempt failed, oldest first."""
     async with db.read() as session:
         failed = (
             await session.scalars(
-                select(StripeEvent.id)
+                select(StripeEvent)
                 .where(StripeEvent.outcome == Outcome.FAILED)
-                .order_by(StripeEvent.created, StripeEvent.received_at)
+                .order_by(StripeEvent.created, StripeEvent.received_at, StripeEvent.endpoint)
             )
         ).all()
-    return [await replay_event(db, event_id) for event_id in failed]
+    return [await _replay(db, hooks, row) for row in failed]
+
+
+async def _replay(db: Database, hooks: HookConfig, row: StripeEvent) -> ReplayResult:
+    handlers: Mapping[str, Handler] | None = None
+    if row.endpoint != MAIN_ENDPOINT:
+        configured = hooks.endpoints.get(row.endpoint)
+        if configured is None:
+            return ReplayResult(
+                row.id,
+                row.type,
+                row.endpoint,
+                Outcome.FAILED,
+                f"endpoint {row.endpoint} is no longer in PAYSTREAM_HOOKS_FILE.",
+            )
+        handlers = endpoint_handlers(configured.events)
+    try:
+        event = parse_event(row.payload.encode())
+    except InvalidEvent as error:
+        # Only a row edited by hand fails here: the payload was parsed when it arrived.
+        return ReplayResult(row.id, row.type, row.endpoint, Outcome.FAILED, str(error))
+    outcome = await receive_event(db, event, row.payload, endpoint=row.endpoint, handlers=handlers)
+    return ReplayResult(row.id, row.type, row.endpoint, outcome)

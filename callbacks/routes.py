@@ -1,14 +1,24 @@
-"""The webhook route Stripe posts events to."""
+"""The webhook routes Stripe posts events to: the main endpoint and the dedicated ones."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from callbacks.events import InvalidEvent, Outcome, parse_event, receive_event
+from callbacks.events import (
+    EVENT_HANDLERS,
+    MAIN_ENDPOINT,
+    Handler,
+    InvalidEvent,
+    Outcome,
+    endpoint_handlers,
+    parse_event,
+    receive_event,
+)
 from callbacks.signature import SignatureError, verify
 from paystream.services import Services
 
@@ -25,7 +35,32 @@ async def stripe_webhook(request: Request) -> JSONResponse:
     processed, ignored or a duplicate, and 500 for a failure, so that Stripe retries.
     """
     services: Services = request.app.state.services
-    settings = services.settings
+    secrets = [secret.get_secret_value() for secret in services.settings.stripe_webhook_secret]
+    return await _receive(request, services, secrets, MAIN_ENDPOINT, EVENT_HANDLERS)
+
+
+async def dedicated_webhook(request: Request) -> JSONResponse:
+    """Receive an event at a dedicated endpoint, checked against that endpoint's secrets.
+
+    An event of a type on the endpoint's list runs the `stripe:<type>` hooks and no system
+    callback; any other type is recorded as ignored. Answers 404 for an unknown endpoint.
+    """
+    services: Services = request.app.state.services
+    name = request.path_params["name"]
+    endpoint = services.hooks.endpoints.get(name)
+    if endpoint is None:
+        return JSONResponse({"error": f"no webhook endpoint is named {name!r}."}, 404)
+    handlers = endpoint_handlers(endpoint.events)
+    return await _receive(request, services, endpoint.secrets, name, handlers)
+
+
+async def _receive(
+    request: Request,
+    services: Services,
+    secrets: Sequence[str],
+    endpoint: str,
+    handlers: Mapping[str, Handler],
+) -> JSONResponse:
     payload = await request.body()
     if len(payload) > MAX_BODY_BYTES:
         return JSONResponse({"error": "the body is too large for a Stripe event."}, 413)
@@ -33,20 +68,25 @@ async def stripe_webhook(request: Request) -> JSONResponse:
         verify(
             payload,
             request.headers.get("stripe-signature"),
-            [secret.get_secret_value() for secret in settings.stripe_webhook_secret],
-            tolerance=settings.stripe_webhook_tolerance,
+            secrets,
+            tolerance=services.settings.stripe_webhook_tolerance,
         )
         event = parse_event(payload)
     except SignatureError as error:
-        logger.warning("webhook rejected: %s", error)
+        logger.warning("webhook to endpoint %s rejected: %s", endpoint, error)
         return JSONResponse({"error": f"invalid signature: {error}"}, 400)
     except InvalidEvent as error:
-        logger.warning("webhook rejected: %s", error)
+        logger.warning("webhook to endpoint %s rejected: %s", endpoint, error)
         return JSONResponse({"error": f"invalid event: {error}"}, 400)
 
-    outcome = await receive_event(services.db, event, payload.decode())
+    outcome = await receive_event(
+        services.db, event, payload.decode(), endpoint=endpoint, handlers=handlers
+    )
     status = 500 if outcome is Outcome.FAILED else 200
     return JSONResponse({"id": event["id"], "outcome": outcome.value}, status)
 
 
-routes = [Route("/webhooks/stripe", stripe_webhook, methods=["POST"])]
+routes = [
+    Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
+    Route("/webhooks/stripe/{name}", dedicated_webhook, methods=["POST"]),
+]

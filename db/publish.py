@@ -18,6 +18,8 @@ from db.models import Base
 logger = logging.getLogger("paystream.publish")
 
 DEFAULT_CHANNEL_PREFIX = "paystream."
+# The tables live subscriptions follow; changes to the others are not broadcast.
+LIVE_TABLES = frozenset({"orders", "payments", "refunds", "recurring_payments"})
 # Columns kept out of published messages: they never reach a subscriber.
 PRIVATE_COLUMNS = frozenset({"stripe_snapshot_at"})
 
@@ -77,6 +79,8 @@ class Publisher:
         if self.on_change is not None:
             self.on_change()
         for operation, row in changes:
+            if row.__tablename__ not in LIVE_TABLES:
+                continue
             table, message = encode_change(operation, row)
             channel = channel_for(table, self.prefix)
             try:

@@ -9,8 +9,8 @@ from strawberry.scalars import JSON
 
 from db.publish import row_to_dict
 from gql.context import Info
-from gql.types import Order, Payment, RecurringPayment, Refund
-from paystream import orders, payments, recurring, refunds
+from gql.types import HookRun, Order, Payment, RecurringPayment, Refund
+from paystream import hook_runs, orders, payments, recurring, refunds
 
 
 @strawberry.type
@@ -87,6 +87,18 @@ class Mutation:
         result = RecurringPayment.from_dict(row_to_dict(row))
         result.latest_invoice_client_secret = client_secret
         return result
+
+    @strawberry.mutation(
+        description=(
+            "Run a succeeded or failed hook run again, with a fresh allowance of attempts "
+            "(admins only)."
+        )
+    )
+    async def rerun_hook(self, info: Info, id: int) -> HookRun:
+        run, attempts = await hook_runs.rerun_hook(
+            info.context.services, info.context.viewer, id
+        )
+        return HookRun.from_dict(row_to_dict(run), [row_to_dict(row) for row in attempts])
 
     @strawberry.mutation(description="Cancel now, or at the end of the paid period.")
     async def cancel_subscription(

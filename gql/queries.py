@@ -10,8 +10,9 @@ from sqlalchemy import Select, select
 from db import models
 from db.publish import row_to_dict
 from gql.context import Info
-from gql.types import Order, Payment, PaymentConfig, RecurringPayment, Refund
+from gql.types import HookRun, Order, Payment, PaymentConfig, RecurringPayment, Refund
 from paystream.errors import NotFound
+from paystream.hook_runs import list_hook_runs
 from paystream.viewer import Viewer
 
 # Lists are capped so that one request cannot read a whole table.
@@ -124,6 +125,18 @@ class Query:
     ) -> list[RecurringPayment]:
         statement = recurring_payments_statement(info.context.viewer, order_id, status)
         return [RecurringPayment.from_dict(row) for row in await fetch_rows(info, statement)]
+
+    @strawberry.field(description="Runs of the app's hooks, newest first (admins only).")
+    async def hook_runs(
+        self, info: Info, status: str | None = None, limit: int = 100
+    ) -> list[HookRun]:
+        runs = await list_hook_runs(
+            info.context.services, info.context.viewer, status=status, limit=limit
+        )
+        return [
+            HookRun.from_dict(row_to_dict(run), [row_to_dict(attempt) for attempt in attempts])
+            for run, attempts in runs
+        ]
 
     @strawberry.field(description="Public settings for the payment page; needs no token.")
     def payment_config(self, info: Info) -> PaymentConfig:

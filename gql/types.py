@@ -216,4 +216,72 @@ class PaymentConfig:
     brand_slogan: str | None
 
 
-__all__ = ["Order", "Payment", "PaymentConfig", "RecurringPayment", "Refund"]
+@strawberry.type(description="One attempt of a hook run.")
+class HookAttempt:
+    attempt: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    outcome: str | None = strawberry.field(
+        description="succeeded or failed; null while the attempt runs."
+    )
+    error: str | None
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> HookAttempt:
+        return cls(
+            attempt=row["attempt"],
+            started_at=_time(row["started_at"]),
+            finished_at=_optional_time(row.get("finished_at")),
+            outcome=row.get("outcome"),
+            error=row.get("error"),
+        )
+
+
+@strawberry.type(description="One hook's run for one callback occurrence (admins only).")
+class HookRun:
+    id: int
+    hook: str = strawberry.field(
+        description="A Python hook's dotted path, or the name of an HTTP hook."
+    )
+    callback: str
+    stripe_event_id: str | None = strawberry.field(
+        description="The Stripe event that caused the callback; null for a mutation's change."
+    )
+    status: str = strawberry.field(description="pending, running, succeeded or failed.")
+    attempts: int
+    max_attempts: int
+    next_attempt_at: dt.datetime
+    last_error: str | None
+    finished_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    history: list[HookAttempt] = strawberry.field(description="Every attempt, oldest first.")
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any], history: list[dict[str, Any]]) -> HookRun:
+        return cls(
+            id=row["id"],
+            hook=row["hook"],
+            callback=row["callback"],
+            stripe_event_id=row.get("stripe_event_id"),
+            status=row["status"],
+            attempts=row["attempts"],
+            max_attempts=row["max_attempts"],
+            next_attempt_at=_time(row["next_attempt_at"]),
+            last_error=row.get("last_error"),
+            finished_at=_optional_time(row.get("finished_at")),
+            created_at=_time(row["created_at"]),
+            updated_at=_time(row["updated_at"]),
+            history=[HookAttempt.from_dict(attempt) for attempt in history],
+        )
+
+
+__all__ = [
+    "HookAttempt",
+    "HookRun",
+    "Order",
+    "Payment",
+    "PaymentConfig",
+    "RecurringPayment",
+    "Refund",
+]

@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 
+from callbacks.hook_config import load_hook_config
+from callbacks.hook_runner import HookRunner
 from callbacks.routes import routes as webhook_routes
 from db.broadcast import broadcast_connected, create_broadcast
 from db.engine import Database
@@ -39,7 +41,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     read_cache = ReadCache(available=lambda: broadcast_connected(broadcast))
     prefix = settings.broadcast_channel_prefix
     db = Database(settings.database_url, Publisher(broadcast, prefix, read_cache.clear))
-    services = Services(settings=settings, db=db, stripe=StripeGateway(settings))
+    hooks = load_hook_config(settings)
+    services = Services(settings=settings, db=db, stripe=StripeGateway(settings), hooks=hooks)
+    hook_runner = HookRunner(db, hooks, settings)
     hub = LiveHub(broadcast, prefix, read_cache.clear)
     graphql = PaystreamGraphQL(services, hub, read_cache)
     websockets = OpenWebSockets()
@@ -53,9 +57,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             logger.warning("STRIPE_SECRET_KEY is not set: pay and refund are unavailable")
         if not settings.stripe_webhook_secret:
             logger.warning("STRIPE_WEBHOOK_SECRET is not set: every webhook will be rejected")
+        if hooks.hooks:
+            await hook_runner.start()
         try:
             yield
         finally:
+            await hook_runner.stop()
             await graphql.schema.shared_streams.close()  # type: ignore[attr-defined]
             await hub.stop()
             await broadcast.disconnect()
@@ -74,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.services = services
     app.state.hub = hub
+    app.state.hook_runner = hook_runner
     app.state.graphql = graphql
     app.state.websockets = websockets
     return app

@@ -56,7 +56,7 @@ Function = TypeVar("Function", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class HookCall:
-    """What a hook receives: the callback, the rows involved, and what caused the change."""
+    """The argument of a hook: the callback, the rows involved, and the cause of the change."""
 
     callback: str
     # Rows by name ("payment", "order", ...) as `db.publish.row_to_dict` shows them: the
@@ -64,7 +64,7 @@ class HookCall:
     rows: dict[str, dict[str, Any] | None]
     # The status the payment, refund or recurring payment had before the change.
     previous_status: str | None
-    # The Stripe event that caused the change; None when a mutation's Stripe response did.
+    # The Stripe event that caused the change, or None when a mutation's Stripe response did.
     event: dict[str, Any] | None
     # The run's id stays the same over retries and reruns, so a hook can de-duplicate on it.
     run_id: int
@@ -118,7 +118,7 @@ def hook(*callbacks: str) -> Callable[[Function], Function]:
 
 
 class Outbox(Protocol):
-    """Which hooks a callback runs, and the runner to wake once new runs are committed."""
+    """The hook runner as `emit` uses it: the hooks of each callback, and a wake-up call."""
 
     max_attempts: int
 

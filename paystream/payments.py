@@ -255,7 +255,10 @@ async def apply_payment_intent(
 
     if new_status == "succeeded":
         await _fulfil_order(session, payment, intent)
-    if new_status in ("succeeded", "failed"):
+    # A decline arrives twice, in the confirmation's response and in its webhook, with
+    # different codes, so only the move into `failed` runs the hooks.
+    # NOTE: a further decline of a payment that is already failed runs no hook either.
+    if new_status == "succeeded" or (new_status == "failed" and previous_status != "failed"):
         order = await session.get(Order, payment.order_id)
         await hooks.emit(
             session,

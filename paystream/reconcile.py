@@ -5,7 +5,7 @@ domain function a webhook uses, in a write transaction that locks the row. Those
 only move a row forward, so a run is safe beside live webhooks and beside another run.
 
 A row whose Stripe object id was never recorded (the request stopped between reserving the
-row and recording Stripe's answer) is looked up by the id paystream put in the object's
+row and recording Stripe's response) is looked up by the id paystream put in the object's
 metadata. When Stripe has no such object, the row is canceled, which frees the order or the
 refundable amount again. Such a row is only touched once it is older than the threshold, so
 that a request still waiting for Stripe is never raced.
@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,14 +32,17 @@ from paystream.stripe_objects import metadata_int, object_id
 
 logger = logging.getLogger("paystream.reconcile")
 
-# `pay` makes up to three Stripe calls after reserving its row, each allowed
-# stripe_api.TIMEOUT_SECONDS (30 s) and one retry: about 3 minutes in the worst case.
-# A threshold below this minimum could cancel a payment whose request is still running.
+# `pay` makes up to two Stripe calls after reserving its row (create and confirm, or update
+# and confirm), each allowed stripe_api.TIMEOUT_SECONDS (30 s) and one retry, so about 2
+# minutes at worst. A lower threshold could cancel a payment whose request is still running.
 MIN_AGE_SECONDS = 5 * 60
 DEFAULT_AGE_SECONDS = 15 * 60
 # Events are searched from this long before the oldest unrecorded payment was created,
 # because our clock and Stripe's may differ.
 CLOCK_SKEW_SECONDS = 5 * 60
+# Stripe lists the events of the last 30 days only. One day less leaves a margin for clock
+# differences and for the run's own duration.
+EVENTS_LISTED_SECONDS = 29 * 24 * 3600
 # The events Stripe creates when an intent is confirmed. An intent with none of them was
 # never confirmed, so nothing was charged.
 CONFIRMATION_EVENTS = (
@@ -52,7 +55,7 @@ RECONCILED_RECURRING_STATUSES = ("incomplete", "past_due")
 
 
 class ReconcileError(Exception):
-    """A row that needs a person: what Stripe reports is ambiguous."""
+    """A row that needs a person, because what Stripe reports is ambiguous."""
 
 
 @dataclass
@@ -140,19 +143,36 @@ async def _reconcile_payments(
         await _check(
             report, f"payment {payment_id}", _sync_payment(services, payment_id, str(intent_id))
         )
-    if not unrecorded:
+    await _reconcile_unrecorded_payments(services, unrecorded, report)
+
+
+async def _reconcile_unrecorded_payments(
+    services: Services, unrecorded: Sequence[Payment], report: ReconcileReport
+) -> None:
+    listed_since = utcnow() - dt.timedelta(seconds=EVENTS_LISTED_SECONDS)
+    recent = [payment for payment in unrecorded if _as_utc(payment.created_at) >= listed_since]
+    for payment in unrecorded:
+        if payment not in recent:
+            # A confirmation this old may no longer be listed: canceling could hide a charge.
+            report.checked += 1
+            report.errors.append(
+                f"payment {payment.id}: created before the 30 days of events Stripe lists, so "
+                "whether its intent was confirmed is unknown: look for an intent with metadata "
+                f"paymentId {payment.id} in the Stripe Dashboard."
+            )
+    if not recent:
         return
 
-    oldest = min(_as_utc(payment.created_at) for payment in unrecorded)
+    oldest = min(_as_utc(payment.created_at) for payment in recent)
     try:
         confirmed = await _confirmed_intents(services, int(oldest.timestamp()) - CLOCK_SKEW_SECONDS)
     except PaystreamError as error:
         # Without the events it is unknown whether Stripe charged, so nothing is canceled.
-        for payment in unrecorded:
+        for payment in recent:
             report.checked += 1
             report.errors.append(f"payment {payment.id}: {error}")
         return
-    for payment in unrecorded:
+    for payment in recent:
         await _check(
             report,
             f"payment {payment.id}",
@@ -239,7 +259,7 @@ async def _record_confirmed_intent(
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
-    # SQLite returns naive datetimes; every stored time is UTC.
+    # SQLite returns naive datetimes, and every stored time is UTC.
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
@@ -305,11 +325,13 @@ async def _settle_unrecorded_refund(
             return "pending -> canceled, no refund at Stripe"
 
         stripe_refund = matches[0]
-        taken = await session.scalar(
+        owner_id = await session.scalar(
             select(Refund.id).where(Refund.stripe_refund_id == stripe_refund["id"])
         )
-        if taken is not None:
-            raise ReconcileError(f"Stripe refund {stripe_refund['id']} belongs to refund {taken}.")
+        if owner_id is not None:
+            raise ReconcileError(
+                f"Stripe refund {stripe_refund['id']} belongs to refund {owner_id}."
+            )
         row.stripe_refund_id = str(stripe_refund["id"])
         await apply_refund(session, row, stripe_refund)
         return f"pending -> {row.status}, recorded Stripe refund {row.stripe_refund_id}"
@@ -361,7 +383,7 @@ async def _sync_recurring_payment(
 
 
 def _first_invoice(invoice: dict[str, Any], status_before: str) -> bool | None:
-    """Whether a paid invoice is the subscription's first (True) or a renewal (False).
+    """Classify a paid invoice as the subscription's first (True) or a renewal (False).
 
     Returns None for an unpaid invoice, or one billed for another reason.
     """
@@ -373,5 +395,5 @@ def _first_invoice(invoice: dict[str, Any], status_before: str) -> bool | None:
     if reason == "subscription_create":
         return True
     # A subscription leaves `incomplete` only by paying its first invoice, so that is the
-    # invoice, whatever its billing_reason says (some emulators set none).
+    # invoice, whatever its billing_reason is (some emulators set none).
     return True if status_before == "incomplete" else None

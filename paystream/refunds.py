@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Order, Payment, Refund
-from paystream import money
+from paystream import hooks, money
 from paystream.errors import Conflict, NotFound, StripeNotConfigured, StripeRejected
 from paystream.payments import lock_order, lock_payment
 from paystream.services import Services
@@ -143,6 +143,7 @@ async def apply_refund(session: AsyncSession, row: Refund, stripe_refund: dict[s
         logger.debug("refund %s stays %s: Stripe reports %s", row.id, row.status, new_status)
         return False
 
+    previous_status = row.status
     row.status = new_status
     if new_status in ("failed", "canceled"):
         row.failure_reason = stripe_refund.get("failure_reason") or row.failure_reason
@@ -151,6 +152,14 @@ async def apply_refund(session: AsyncSession, row: Refund, stripe_refund: dict[s
 
     payment = await lock_payment(session, row.payment_id)
     await update_refunded_totals(session, payment)
+    if new_status in ("succeeded", "failed"):
+        order = await session.get(Order, payment.order_id)
+        await hooks.emit(
+            session,
+            f"refund.{new_status}",
+            rows={"refund": row, "payment": payment, "order": order},
+            previous_status=previous_status,
+        )
     return True
 
 

@@ -275,9 +275,9 @@ class StripeGateway:
     async def create_webhook_endpoint(
         self, *, url: str, enabled_events: list[str], api_version: str, description: str
     ) -> dict[str, Any]:
-        """Create an endpoint; only this answer carries its signing secret.
+        """Create an endpoint. Only this response contains its signing secret.
 
-        No idempotency key of our own: Stripe replays a key's first answer for 24 hours, so
+        No idempotency key of our own: Stripe replays a key's first response for 24 hours, so
         running setup again after deleting the endpoint would get back the deleted one.
         """
         try:

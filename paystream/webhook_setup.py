@@ -2,7 +2,7 @@
 
 Endpoints are matched to the ones the account already has by URL, so running setup again
 creates nothing new. Stripe returns an endpoint's signing secret only when it creates the
-endpoint; an update keeps the existing secret valid.
+endpoint. An update keeps the existing secret valid.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import stripe
 
 from callbacks.events import EVENT_HANDLERS
+from callbacks.hook_config import HookConfig
 from paystream.stripe_api import StripeGateway
 
-# Stripe allows at most 16 webhook endpoints per account; setup warns from WARN_AT on, so
+# Stripe allows at most 16 webhook endpoints per account. Setup warns from WARN_AT on, so
 # that the last free slots are not used up unnoticed.
 MAX_ENDPOINTS = 16
 WARN_AT = 14
@@ -26,7 +27,7 @@ MAIN_PATH = "/webhooks/stripe"
 @dataclass(frozen=True)
 class WebhookEndpointSpec:
     """One endpoint paystream serves: its name, its path below the public URL, the event
-    types it handles, and the setting that holds its signing secret."""
+    types it handles, and the setting that contains its signing secret."""
 
     name: str
     path: str
@@ -52,7 +53,7 @@ class SetupResult:
 
 
 class SetupError(Exception):
-    """A setup that cannot go ahead; nothing was changed at Stripe."""
+    """A setup that cannot go ahead. Nothing was changed at Stripe."""
 
 
 def main_endpoint() -> WebhookEndpointSpec:
@@ -64,11 +65,19 @@ def main_endpoint() -> WebhookEndpointSpec:
     )
 
 
-def endpoint_specs(
-    dedicated: list[WebhookEndpointSpec] | None = None,
-) -> list[WebhookEndpointSpec]:
-    """The main endpoint followed by the dedicated endpoints the configuration defines."""
-    return [main_endpoint(), *(dedicated or [])]
+def endpoint_specs(hooks: HookConfig) -> list[WebhookEndpointSpec]:
+    """The main endpoint, then each dedicated endpoint of PAYSTREAM_HOOKS_FILE, which the
+    server serves at /webhooks/stripe/<name>."""
+    dedicated = [
+        WebhookEndpointSpec(
+            name=name,
+            path=f"{MAIN_PATH}/{name}",
+            event_types=tuple(sorted(endpoint.events)),
+            secret_setting=f"the secret of endpoint {name} in PAYSTREAM_HOOKS_FILE",
+        )
+        for name, endpoint in sorted(hooks.endpoints.items())
+    ]
+    return [main_endpoint(), *dedicated]
 
 
 def endpoint_url(public_url: str, path: str) -> str:
@@ -101,9 +110,9 @@ async def setup_webhook_endpoints(
     total = len(existing) + len(missing)
     if total > MAX_ENDPOINTS:
         raise SetupError(
-            f"creating {len(missing)} webhook endpoints would bring the account to {total}, "
-            f"over Stripe's maximum of {MAX_ENDPOINTS}: delete unused endpoints in the Stripe "
-            "Dashboard first."
+            f"the account has {len(existing)} webhook endpoints and setup would create "
+            f"{len(missing)} more, {total} in all, over Stripe's maximum of {MAX_ENDPOINTS}: "
+            "delete unused endpoints in the Stripe Dashboard first."
         )
 
     results = []
@@ -149,11 +158,11 @@ async def _update(
         )
 
     disabled = endpoint.get("status") == "disabled"
-    wanted = sorted(spec.event_types)
-    if sorted(endpoint.get("enabled_events") or []) == wanted and not disabled:
+    expected_events = sorted(spec.event_types)
+    if sorted(endpoint.get("enabled_events") or []) == expected_events and not disabled:
         return EndpointResult(spec, url, "unchanged", str(endpoint["id"]), notes=notes)
     updated = await gateway.update_webhook_endpoint(
-        str(endpoint["id"]), enabled_events=wanted, enable=disabled
+        str(endpoint["id"]), enabled_events=expected_events, enable=disabled
     )
     if disabled:
         notes.append("it was disabled and is enabled again.")

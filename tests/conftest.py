@@ -39,7 +39,17 @@ WEBHOOK_SECRET = "whsec_paystream_test"
 JWT_SECRET = "paystream-test-secret-that-is-long-enough"
 # Real Stripe webhook payloads; SOURCES.md there says where each comes from.
 EVENTS_DIR = Path(__file__).with_name("stripe_events")
-TABLES = ("refunds", "payments", "recurring_payments", "orders", "customers", "stripe_events")
+TABLES = (
+    "refunds",
+    "payments",
+    "recurring_payments",
+    "orders",
+    "customers",
+    "stripe_events",
+    "hook_attempts",
+    "hook_runs",
+    "hook_payloads",
+)
 
 
 def free_port() -> int:

@@ -125,7 +125,7 @@ async def test_same_event_to_both_once(cluster):
             published.append(json.loads(message["data"]))
     assert [message["row"]["id"] for message in published] == [payment_id]
     async with database.read() as session:
-        assert await session.get(StripeEvent, "evt_mp_once") is not None
+        assert await session.get(StripeEvent, ("evt_mp_once", "main")) is not None
     await pubsub.aclose()
     await redis.aclose()
 

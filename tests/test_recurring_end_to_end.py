@@ -4,6 +4,7 @@ and watch the recurring payment over a real WebSocket as Stripe's webhooks arriv
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import httpx
@@ -90,12 +91,17 @@ async def next_changed(socket, previous, timeout=15):
             return listed
 
 
-async def wait_for_event(app, event_type, timeout=10):
-    """The stored event of `event_type` once the emulator's webhook has been applied."""
+async def wait_for_event(app, event_type, subscription_id, timeout=10):
+    """The stored event of `event_type` for this subscription, once its webhook arrived.
+
+    The emulator is shared by the whole run, so events of other tests' subscriptions can
+    reach this app too.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         for row in (await stored_events(app)).values():
-            if row.type == event_type:
+            about = json.loads(row.payload)["data"]["object"].get("id")
+            if row.type == event_type and about == subscription_id:
                 return row
         await asyncio.sleep(0.2)
     return None
@@ -119,7 +125,7 @@ async def test_subscribe_then_cancel_live(app, http, server_url, monthly_price):
     while listed[0]["status"] != "active":
         listed = await next_changed(socket, listed)
     assert listed == [{"id": started["id"], "status": "active", "cancelAtPeriodEnd": False}]
-    created = await wait_for_event(app, "customer.subscription.created")
+    created = await wait_for_event(app, "customer.subscription.created", started["stripeSubscriptionId"])
     assert created is not None
     assert created.outcome == "processed"
 
@@ -134,7 +140,7 @@ async def test_subscribe_then_cancel_live(app, http, server_url, monthly_price):
     assert now["data"]["cancelSubscription"]["canceledAt"] is not None
     listed = await next_changed(socket, listed)
     assert listed[0]["status"] == "canceled"
-    deleted = await wait_for_event(app, "customer.subscription.deleted")
+    deleted = await wait_for_event(app, "customer.subscription.deleted", started["stripeSubscriptionId"])
     assert deleted is not None
     assert deleted.outcome == "processed"
 
