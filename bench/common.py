@@ -83,15 +83,27 @@ FULL = Scale(
 )
 
 
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
 @dataclass
 class RunContext:
-    """Inputs of every case: the scale, a temporary folder, localstripe and the cases to profile."""
+    """Inputs of every case: the scale, a temporary folder, localstripe and the cases to profile.
+
+    `postgres_admin_url` and `redis_url` serve the cases with two processes. `baselines`
+    keeps a baseline measurement under its case's name, so that a later case compares
+    against the same figures.
+    """
 
     scale: Scale
     workdir: Path
     stripe_url: str
     stripe_secret_key: str
     profile_cases: frozenset[str] = frozenset()
+    postgres_admin_url: str = POSTGRES_ADMIN_URL
+    redis_url: str = REDIS_URL
+    baselines: dict[str, Any] = field(default_factory=dict)
 
     def paystream_settings(self, database_url: str) -> dict[str, str]:
         """Environment variables for `paystream serve`, with the given database."""

@@ -138,7 +138,7 @@ class LoadResult:
 
 
 async def closed_loop(
-    port: int,
+    port: int | Sequence[int],
     requests: Sequence[bytes],
     *,
     concurrency: int,
@@ -148,13 +148,17 @@ async def closed_loop(
 ) -> LoadResult:
     """Send `requests` in order over `concurrency` connections until time or requests run out.
 
-    With `max_requests` None the requests repeat from the start, so a short list can drive a
-    long run. A response counts as succeeded when `check(status, body)` holds, or when its
-    status is 200 if no check is given. Up to 10 failures are kept as text.
+    With several ports, the connections go to them in turn and take the next request from
+    the same list, so no request goes to more than one port (unless the list repeats). The
+    Host header of each request stays as it was built. With `max_requests` None the
+    requests repeat from the start, so a short list can drive a long run. A response counts
+    as succeeded when `check(status, body)` holds, or when its status is 200 if no check is
+    given. Up to 10 failures are kept as text.
     """
     limit = len(requests) if max_requests is None else min(max_requests, len(requests))
     repeat = max_requests is None
-    connections = [await connect(port) for _ in range(concurrency)]
+    ports = [port] if isinstance(port, int) else list(port)
+    connections = [await connect(ports[number % len(ports)]) for number in range(concurrency)]
     result = LoadResult(sent=0, succeeded=0, elapsed=0.0)
     next_index = 0
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,7 @@ LIBRARY_PREFIX = re.compile(r"^.*/lib/python3\.\d+/(site-packages/)?")
 ENCLOSING_FILES = re.compile(
     r"^(threading\.py|asyncio/(runners|events|base_events)\.py|contextlib\.py|uvicorn/|"
     r"starlette/(applications|routing|_exception_handler)\.py|starlette/middleware/|"
-    r"paystream/cli\.py|paystream$)"
+    r"paystream/(cli|server)\.py|paystream$)"
 )
 
 
@@ -111,8 +111,8 @@ class Profiler:
         )
         return True
 
-    async def finish(self) -> dict[str, Any] | None:
-        """Stop recording (py-spy writes its file on SIGINT) and summarize what it sampled."""
+    async def finish(self) -> str | None:
+        """Stop recording (py-spy writes its file on SIGINT) and return its raw samples."""
         process, self.process = self.process, None
         if process is None:
             return None
@@ -127,7 +127,7 @@ class Profiler:
             await process.wait()
         if not self.output.exists():
             return None
-        return summarize(self.output.read_text())
+        return self.output.read_text()
 
 
 def summarize_snapshots(
@@ -167,15 +167,32 @@ async def request_snapshot(pid: int, output: str, number: int, timeout: float = 
 
 
 async def profile_while(
-    enabled: bool, pid: int, output: Path, seconds: float, work: Awaitable[T]
+    enabled: bool, pid: int | Sequence[int], output: Path, seconds: float, work: Awaitable[T]
 ) -> tuple[T, dict[str, Any] | None]:
-    """Await `work` and return its result with a profile of process `pid`, taken if `enabled`."""
-    profiler = Profiler(pid, output, seconds)
-    started = enabled and await profiler.start()
+    """Await `work` and return its result with a profile of process `pid`, taken if `enabled`.
+
+    With several processes, one py-spy records each, and the profile ranks their samples
+    together.
+    """
+    pids = [pid] if isinstance(pid, int) else list(pid)
+    profilers = [
+        Profiler(one, output.with_name(f"{output.name}.{one}") if len(pids) > 1 else output,
+                 seconds)
+        for one in pids
+    ]
+    started = False
+    if enabled:
+        for profiler in profilers:
+            started = await profiler.start()
     try:
         result = await work
     finally:
-        summary = await profiler.finish()
+        raw = [await profiler.finish() for profiler in profilers]
     if enabled and not started:
-        summary = {"error": "py-spy is not installed: pip install py-spy"}
+        return result, {"error": "py-spy is not installed: pip install py-spy"}
+    recorded = [text for text in raw if text is not None]
+    if not recorded:
+        return result, None
+    summary = summarize("\n".join(recorded))
+    summary["processes"] = len(recorded)
     return result, summary

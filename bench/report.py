@@ -14,7 +14,7 @@ from bench.common import CaseResult, Row
 
 PACKAGES = (
     "uvicorn", "starlette", "strawberry-graphql", "graphql-core", "broadcaster", "sqlalchemy",
-    "aiosqlite", "uvloop", "httptools", "websockets", "stripe", "localstripe",
+    "aiosqlite", "asyncpg", "redis", "uvloop", "httptools", "websockets", "stripe", "localstripe",
 )
 
 
@@ -103,7 +103,9 @@ def format_profile(profile: dict[str, Any]) -> str:
                          f"{entry['blocks_per_subscription']:6.2f} blocks  {entry['site']}  "
                          f"{entry['source'][:70]}")
         return "\n".join(lines)
-    lines = [f"{profile['gil_samples']} samples of the thread holding the GIL"]
+    processes = profile.get("processes", 1)
+    where = f" in {processes} processes" if processes > 1 else ""
+    lines = [f"{profile['gil_samples']} samples of the thread holding the GIL{where}"]
     for ranking, label in (("own", "own time"), ("inclusive", "inclusive time")):
         lines.append(f"  by {label}:")
         for entry in profile[ranking]:

@@ -81,6 +81,10 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def total_cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 class Server:
     """One server process in its own process group, ready once GET /health returns 200."""
 

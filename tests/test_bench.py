@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-CASES = {"webhook_ingest", "change_to_screen", "idle_subscription", "graphql_read", "pay"}
+CASES = {
+    "webhook_ingest", "webhook_ingest_pg_redis", "change_to_screen", "change_to_screen_pg_redis",
+    "idle_subscription", "graphql_read", "pay",
+}
 RUN_TIMEOUT_SECONDS = 120
 
 

@@ -55,7 +55,7 @@ async def measure_paystream(
     database = context.workdir / "idle.db"
     url = await asyncio.to_thread(seed.create_database, database)
     users = [f"user-{index:05d}" for index in range(WARMUP_SOCKETS + count)]
-    await asyncio.to_thread(seed.insert_payments, database, users, ["pending"] * len(users))
+    await seed.insert_payments(url, users, ["pending"] * len(users))
     server = paystream_server("paystream-idle", context.workdir, **context.paystream_settings(url))
     profiling = "idle_subscription" in context.profile_cases
     snapshots = str(context.workdir / "idle.tracemalloc")

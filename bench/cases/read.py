@@ -33,8 +33,8 @@ async def measure_paystream(context: RunContext) -> tuple[LoadResult, dict[str, 
     database = context.workdir / "read.db"
     url = await asyncio.to_thread(seed.create_database, database)
     statuses = ["canceled"] * (ROWS - 1) + ["succeeded"]
-    payments = await asyncio.to_thread(
-        seed.insert_payments, database, [READER] * ROWS, statuses, order_per_payment=False
+    payments = await seed.insert_payments(
+        url, [READER] * ROWS, statuses, order_per_payment=False
     )
     server = paystream_server("paystream-read", context.workdir, **context.paystream_settings(url))
     async with running(server):
