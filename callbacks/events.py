@@ -80,7 +80,8 @@ class InvalidEvent(ValueError):
 def parse_event(payload: bytes) -> dict[str, Any]:
     try:
         event = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and integers too long to convert.
         raise InvalidEvent("the body is not JSON.") from None
     if not isinstance(event, dict) or event.get("object") != "event":
         raise InvalidEvent("the body is not a Stripe event object.")
@@ -176,6 +177,11 @@ async def _apply_once(
         return Outcome(row.outcome)
 
 
+def _storable_time(value: object) -> bool:
+    # A 64-bit column holds any real Unix time; anything larger is not one.
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
+
+
 def _new_event_row(event: dict[str, Any], payload: str, endpoint: str) -> StripeEvent:
     created = event.get("created")
     return StripeEvent(
@@ -183,7 +189,7 @@ def _new_event_row(event: dict[str, Any], payload: str, endpoint: str) -> Stripe
         type=event["type"],
         endpoint=endpoint,
         api_version=event.get("api_version"),
-        created=created if isinstance(created, int) else int(dt.datetime.now(dt.UTC).timestamp()),
+        created=created if _storable_time(created) else int(dt.datetime.now(dt.UTC).timestamp()),
         payload=payload,
         received_at=utcnow(),
     )

@@ -54,6 +54,22 @@ async def dedicated_webhook(request: Request) -> JSONResponse:
     return await _receive(request, services, endpoint.secrets, name, handlers)
 
 
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None as soon as it grows past MAX_BODY_BYTES, so that an unsigned
+    request cannot make the server hold an arbitrarily large body."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _receive(
     request: Request,
     services: Services,
@@ -61,8 +77,8 @@ async def _receive(
     endpoint: str,
     handlers: Mapping[str, Handler],
 ) -> JSONResponse:
-    payload = await request.body()
-    if len(payload) > MAX_BODY_BYTES:
+    payload = await _read_body(request)
+    if payload is None:
         return JSONResponse({"error": "the body is too large for a Stripe event."}, 413)
     try:
         verify(

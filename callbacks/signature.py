@@ -19,12 +19,16 @@ def parse_header(header: str) -> tuple[int, list[str]]:
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         if key == "t":
-            # str.isdigit() alone also accepts "²", which int() cannot parse.
-            if not (value.isascii() and value.isdigit()):
+            # str.isdigit() alone also accepts "²", which int() cannot parse, and a Unix time
+            # has far fewer digits than int() refuses to convert.
+            if not (value.isascii() and value.isdigit() and len(value) <= 12):
                 raise SignatureError("Stripe-Signature has a malformed timestamp.")
             timestamp = int(value)
         elif key == "v1" and value:
-            signatures.append(value)
+            # hmac.compare_digest rejects non-ASCII text with TypeError; such a value can
+            # match no hex digest anyway.
+            if value.isascii():
+                signatures.append(value)
     if timestamp is None:
         raise SignatureError("Stripe-Signature has no timestamp.")
     if not signatures:

@@ -134,6 +134,9 @@ class SharedStreams:
             subscriber.end()
         try:
             while True:
+                if viewer.expires_at is not None and viewer.expires_at <= time.time():
+                    yield expired_result()
+                    return
                 if subscriber.has_pending:
                     yield subscriber.take()
                     continue

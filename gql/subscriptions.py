@@ -64,7 +64,7 @@ async def live_list(
                     rows = {row["id"]: row for row in await fetch_rows(info, statement)}
                     changed = True
                     continue
-                if not viewer.can_read(message.get("user_id")):
+                if not viewer.sees(message.get("user_id")):
                     continue
                 row = message["row"]
                 current = rows.get(row["id"])

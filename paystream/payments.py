@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import Order, Payment
+from db.models import Order, Payment, RecurringPayment
 from paystream import hooks, money
 from paystream.errors import (
     Conflict,
@@ -89,6 +89,19 @@ async def _reserve_payment(
             # Checked before the live payment, so a paid order is reported as paid rather
             # than as having its succeeded payment in flight.
             _check_payable(order, currency, amount)
+            # An order being paid by a subscription must not get a second, one-time charge.
+            # Both `subscribe` and this check run under the order's lock.
+            recurring = await session.scalar(
+                select(RecurringPayment.id).where(
+                    RecurringPayment.order_id == order_id,
+                    RecurringPayment.status.not_in(("canceled", "incomplete_expired")),
+                )
+            )
+            if recurring is not None:
+                raise Conflict(
+                    f"order {order_id} is being paid by recurring payment {recurring}; cancel "
+                    "it before paying the order once."
+                )
             live = await session.scalar(
                 select(Payment).where(Payment.order_id == order_id, Payment.status != "canceled")
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from paystream.errors import Forbidden, Unauthenticated
@@ -31,7 +32,20 @@ class Viewer:
     def is_authenticated(self) -> bool:
         return self.user_id is not None
 
+    @property
+    def expired(self) -> bool:
+        # A WebSocket keeps the viewer of its connection_init, so expiry is checked on use.
+        return self.expires_at is not None and self.expires_at <= time.time()
+
     def can_read(self, owner_id: str | None) -> bool:
+        if self.expired:
+            return False
+        return self.sees(owner_id)
+
+    def sees(self, owner_id: str | None) -> bool:
+        """Whether rows of `owner_id` are visible to this viewer's role and user, whatever
+        the token's expiry: a shared live list filters by it, and each of its subscribers
+        checks its own expiry."""
         return self.is_admin or (self.user_id is not None and self.user_id == owner_id)
 
     def require_authenticated(self) -> str:
@@ -39,6 +53,8 @@ class Viewer:
             raise Unauthenticated(self.rejection)
         if self.user_id is None:
             raise Unauthenticated("This operation needs a bearer token.")
+        if self.expired:
+            raise Unauthenticated("The bearer token has expired; reconnect with a fresh one.")
         return self.user_id
 
     def require_owner(self, owner_id: str, what: str) -> None:

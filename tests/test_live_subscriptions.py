@@ -171,3 +171,17 @@ async def test_expiry_ends_only_that_subscriber(app, client, server_url):
     assert update["payments"][0]["status"] == "succeeded"
     await short.close()
     await long.close()
+
+
+async def test_expired_socket_cannot_query(app, server_url):
+    await seed_payment(app, intent_id="pi_expired_query")
+    socket = GraphQLWebSocket(server_url)
+    await socket.connect(bearer(token_for("root", "admin", expires_in=1)))
+    await asyncio.sleep(2)
+
+    await socket.subscribe("{ orders { id userId } }")
+    message = await socket.receive()
+
+    errors = message["payload"]["errors"] if message["type"] == "next" else message["payload"]
+    assert errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
+    await socket.close()

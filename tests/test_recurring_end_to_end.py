@@ -158,3 +158,24 @@ async def test_subscribe_price_mismatch_rejected(http, monthly_price):
         f"price {monthly_price} charges 1500 USD but order {order['id']}'s price is 2000 USD "
         "in minor units."
     )
+
+
+async def test_pay_after_subscribe_is_rejected(http, monthly_price):
+    order = (await call(http, CREATE_ORDER, {"price": "15.00"}))["data"]["createOrder"]
+    # A declined first invoice leaves the subscription incomplete and the order unpaid, with
+    # an invoice the customer can still pay.
+    declined = SUBSCRIBE.replace("pm_card_visa", "pm_card_chargeCustomerFail")
+    started = await call(http, declined, {"orderId": order["id"], "priceId": monthly_price})
+    assert started["data"]["subscribe"]["status"] == "incomplete"
+    recurring_id = started["data"]["subscribe"]["id"]
+
+    body = await call(
+        http,
+        """mutation ($orderId: Int!) {
+          pay(orderId: $orderId, currency: "usd", amount: 1500, paymentMethodId: "pm_card_visa") {
+            id status } }""",
+        {"orderId": order["id"]},
+    )
+
+    assert body["errors"][0]["extensions"]["code"] == "CONFLICT"
+    assert f"recurring payment {recurring_id}" in body["errors"][0]["message"]

@@ -325,3 +325,50 @@ async def test_webhook_oversized_body_rejected(app, client, payment_id):
     assert response.status_code == 413
     assert response.json() == {"error": "the body is too large for a Stripe event."}
     await assert_nothing_recorded(app, client, payment_id)
+
+
+async def test_signature_non_ascii_v1_rejected(app, client, payment_id):
+    # hmac.compare_digest raises TypeError on non-ASCII text, which must not become a 500.
+    payload = encode(load_event("payment_intent.succeeded"))
+    header = f"t={int(time.time())},v1=".encode() + b"\xe9"
+
+    response = await post_raw(client, payload, header)
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid signature: Stripe-Signature has no v1 signature."}
+    await assert_nothing_recorded(app, client, payment_id)
+
+
+async def test_signature_huge_timestamp_rejected(app, client, payment_id):
+    payload = encode(load_event("payment_intent.succeeded"))
+    header = "t=" + "9" * 5000 + ",v1=aa"
+
+    response = await post_raw(client, payload, header)
+
+    assert response.status_code == 400
+    await assert_nothing_recorded(app, client, payment_id)
+
+
+async def test_signature_streamed_oversize_rejected(app, client, payment_id):
+    # No Content-Length: the body is refused while it streams in, before it is all read.
+    async def chunks():
+        for _ in range(64):
+            yield b"x" * 65_536
+
+    headers = {"Stripe-Signature": "t=1,v1=aa", "Content-Type": "application/json"}
+    response = await client.post("/webhooks/stripe", content=chunks(), headers=headers)
+
+    assert response.status_code == 413
+    await assert_nothing_recorded(app, client, payment_id)
+
+
+async def test_signature_deep_json_rejected(app, client, payment_id):
+    payload = b"[" * 50_000 + b"]" * 50_000
+    stamp = int(time.time())
+    header = f"t={stamp},v1={sign(payload, WEBHOOK_SECRET, stamp)}"
+
+    response = await post_raw(client, payload, header)
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid event: the body is not JSON."}
+    await assert_nothing_recorded(app, client, payment_id)
