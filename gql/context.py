@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +22,8 @@ class Context:
     request: Request | WebSocket
     response: Any = None
     connection_params: dict[str, Any] | None = None
+    # Orders already read in this request, by id; see gql.types.load_order.
+    order_memo: dict[int, Any] = field(default_factory=dict)
 
 
 Info = StrawberryInfo[Context, None]

@@ -12,6 +12,7 @@ from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
+from starlette.requests import Request
 from strawberry.types import Info
 
 from db import models
@@ -72,12 +73,22 @@ class Order:
 
 
 async def load_order(info: Info[Any, Any], order_id: int) -> Order:
-    """The order of a row the viewer already may read, so the order is theirs too."""
+    """The order of a row the viewer already may read, so the order is theirs too.
+
+    Within one HTTP request each order is read once, however many rows or aliases ask for
+    it. A WebSocket's context lives across events, so there every event reads afresh.
+    """
+    memo = info.context.order_memo if isinstance(info.context.request, Request) else None
+    if memo is not None and order_id in memo:
+        return memo[order_id]
     async with info.context.services.db.read() as session:
         row = await session.get(models.Order, order_id)
     if row is None:
         raise NotFound(f"order {order_id} does not exist.")
-    return Order.from_dict(row_to_dict(row))
+    order = Order.from_dict(row_to_dict(row))
+    if memo is not None:
+        memo[order_id] = order
+    return order
 
 
 @strawberry.type

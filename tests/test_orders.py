@@ -201,3 +201,14 @@ async def test_create_order_user_names_self(client):
 
     assert "errors" not in body
     assert body["data"]["createOrder"]["userId"] == "alice"
+
+
+async def test_create_order_oversized_metadata_rejected(client):
+    body = await graphql(
+        client,
+        'mutation ($m: JSON) { createOrder(price: "5.00", currency: "usd", metadata: $m) { id } }',
+        {"m": {"note": "x" * 20_000}},
+    )
+
+    assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert body["errors"][0]["message"].endswith("the limit is 16384.")
