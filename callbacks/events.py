@@ -178,7 +178,7 @@ async def _apply_once(
 
 
 def _storable_time(value: object) -> bool:
-    # A 64-bit column holds any real Unix time; anything larger is not one.
+    # A 64-bit column stores any real Unix time; anything larger is not one.
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**62
 
 

@@ -55,8 +55,9 @@ async def dedicated_webhook(request: Request) -> JSONResponse:
 
 
 async def _read_body(request: Request) -> bytes | None:
-    """The body, or None as soon as it grows past MAX_BODY_BYTES, so that an unsigned
-    request cannot make the server hold an arbitrarily large body."""
+    """Read the body, or return None once it grows past MAX_BODY_BYTES.
+
+    Reading stops there, so an unsigned request cannot make the server hold a large body."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return None

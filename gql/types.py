@@ -73,7 +73,7 @@ class Order:
 
 
 async def load_order(info: Info[Any, Any], order_id: int) -> Order:
-    """The order of a row the viewer already may read, so the order is theirs too.
+    """Load the order of a row the viewer may read, so the order is theirs too.
 
     Within one HTTP request each order is read once, however many rows or aliases ask for
     it. A WebSocket's context lives across events, so there every event reads afresh.

@@ -28,7 +28,7 @@ async def create_order(
     metadata: dict[str, Any] | None,
     user_id: str | None = None,
 ) -> Order:
-    """Create a pending order for the caller, or for `user_id` when an admin asks."""
+    """Create a pending order for the caller, or for `user_id` when an admin requests it."""
     caller = viewer.require_authenticated()
     if user_id is not None and user_id != caller:
         viewer.require_admin("create an order for another user")

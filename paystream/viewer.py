@@ -43,9 +43,10 @@ class Viewer:
         return self.sees(owner_id)
 
     def sees(self, owner_id: str | None) -> bool:
-        """Whether rows of `owner_id` are visible to this viewer's role and user, whatever
-        the token's expiry: a shared live list filters by it, and each of its subscribers
-        checks its own expiry."""
+        """Return whether rows of `owner_id` are visible to this viewer's role and user.
+
+        The token's expiry is left out, because a shared live list filters by this and each
+        of its subscribers checks its own expiry."""
         return self.is_admin or (self.user_id is not None and self.user_id == owner_id)
 
     def require_authenticated(self) -> str:
