@@ -18,11 +18,11 @@ from paystream import hooks, money
 from paystream.errors import (
     Conflict,
     InvalidInput,
-    NotFound,
     StripeNotConfigured,
     StripeRejected,
     StripeUnavailable,
 )
+from paystream.rows import lock_row
 from paystream.services import Services
 from paystream.stripe_api import CardDeclined
 from paystream.stripe_objects import metadata_int, object_id
@@ -42,19 +42,11 @@ PAYMENT_TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 async def lock_order(session: AsyncSession, order_id: int) -> Order:
-    order = await session.scalar(select(Order).where(Order.id == order_id).with_for_update())
-    if order is None:
-        raise NotFound(f"order {order_id} does not exist.")
-    return order
+    return await lock_row(session, Order, order_id, "order")
 
 
 async def lock_payment(session: AsyncSession, payment_id: int) -> Payment:
-    payment = await session.scalar(
-        select(Payment).where(Payment.id == payment_id).with_for_update()
-    )
-    if payment is None:
-        raise NotFound(f"payment {payment_id} does not exist.")
-    return payment
+    return await lock_row(session, Payment, payment_id, "payment")
 
 
 def _check_payable(order: Order, currency: str, amount: int) -> None:
@@ -314,7 +306,7 @@ async def _fulfil_order(session: AsyncSession, payment: Payment, intent: dict[st
 async def find_payment_for_intent(
     session: AsyncSession, intent: dict[str, Any]
 ) -> Payment | None:
-    """The payment an intent belongs to, locked for update, or None when it is not ours.
+    """Find the payment an intent belongs to, locked for update, or None when it is not ours.
 
     The intent's metadata names our payment; it is the fallback for an intent whose id we
     had not yet recorded when its event arrived.

@@ -1,7 +1,7 @@
 """Recurring payments: starting and canceling Stripe subscriptions, and applying their state.
 
 A recurring payment follows its Stripe subscription's newest snapshot. Snapshots are ordered
-by the `created` time of the event (or API answer) that carried them, because Stripe sends
+by the `created` time of the event (or API response) that carried them, because Stripe sends
 subscription events in no fixed order; a canceled subscription never comes back.
 """
 
@@ -20,6 +20,7 @@ from db.models import Customer, Order, Payment, RecurringPayment
 from paystream import hooks, money
 from paystream.errors import Conflict, InvalidInput, NotFound, StripeNotConfigured, StripeRejected
 from paystream.payments import lock_order
+from paystream.rows import lock_row
 from paystream.services import Services
 from paystream.stripe_objects import object_id
 from paystream.viewer import Viewer
@@ -31,12 +32,7 @@ FINAL_STATUSES = frozenset({"canceled", "incomplete_expired"})
 
 
 async def lock_recurring_payment(session: AsyncSession, recurring_payment_id: int) -> RecurringPayment:
-    row = await session.scalar(
-        select(RecurringPayment).where(RecurringPayment.id == recurring_payment_id).with_for_update()
-    )
-    if row is None:
-        raise NotFound(f"recurring payment {recurring_payment_id} does not exist.")
-    return row
+    return await lock_row(session, RecurringPayment, recurring_payment_id, "recurring payment")
 
 
 def _check_price(order: Order, price: dict[str, Any], price_id: str) -> None:
@@ -245,7 +241,7 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def _subscription_state(row: RecurringPayment) -> tuple[Any, ...]:
-    """The fields whose change the subscription hooks report."""
+    """Return the fields whose change the subscription hooks report."""
     return (
         row.status,
         _utc(row.current_period_end),
@@ -350,7 +346,7 @@ async def apply_paid_invoice(
 async def _record_payment(
     session: AsyncSession, order: Order, amount: int, currency: str, intent_id: str | None
 ) -> Payment | None:
-    """The order's payment, recorded now unless it exists; None for an invoice of 0."""
+    """Record the order's payment unless it exists; return None for an invoice of 0."""
     if amount <= 0:
         # A trial or a full discount makes a paid invoice of 0: nothing was charged, and a
         # payment row must have a positive amount.

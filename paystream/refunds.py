@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Order, Payment, Refund
 from paystream import hooks, money
-from paystream.errors import Conflict, NotFound, StripeNotConfigured, StripeRejected
+from paystream.errors import Conflict, StripeNotConfigured, StripeRejected
 from paystream.payments import lock_order, lock_payment
+from paystream.rows import lock_row
 from paystream.services import Services
 from paystream.stripe_objects import metadata_int, object_id
 from paystream.viewer import Viewer
@@ -113,10 +114,7 @@ async def refund(
 
 
 async def lock_refund(session: AsyncSession, refund_id: int) -> Refund:
-    row = await session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
-    if row is None:
-        raise NotFound(f"refund {refund_id} does not exist.")
-    return row
+    return await lock_row(session, Refund, refund_id, "refund")
 
 
 async def _cancel_reserved(services: Services, refund_id: int, reason: str) -> None:
