@@ -27,7 +27,7 @@ FIRST_INVOICE_REASON = "subscription_create"
 async def _find(
     session: AsyncSession, subscription_id: str | None, metadata_source: dict[str, Any] | None
 ) -> RecurringPayment | None:
-    """The recurring payment of a subscription, locked; by id, else by our metadata."""
+    """Find the recurring payment of a subscription, locked: by id, else by our metadata."""
     if subscription_id is None:
         return None
     row = await session.scalar(

@@ -26,8 +26,11 @@ async def handle_refund_event(session: AsyncSession, event: dict[str, Any]) -> b
 async def handle_charge_refunded_event(session: AsyncSession, event: dict[str, Any]) -> bool:
     """Apply each refund a `charge.refunded` event embeds.
 
-    API versions before 2022-11-15 embed the charge's refunds; newer ones do not, and their
-    refunds arrive as `refund.*` events instead, so then there is nothing to apply here.
+    API versions before 2022-11-15 embed the charge's refunds. Newer ones do not, and from
+    2024-10-28.acacia on their refunds arrive as `refund.*` events instead.
+
+    NOTE: on versions from 2022-11-15 up to acacia neither event carries the refund, so a
+    refund made outside paystream (in the Dashboard) is not recorded at all.
     """
     charge = event["data"]["object"]
     refunds = (charge.get("refunds") or {}).get("data") or []

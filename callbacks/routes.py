@@ -31,7 +31,7 @@ MAX_BODY_BYTES = 1_000_000
 async def stripe_webhook(request: Request) -> JSONResponse:
     """Verify the signature on the raw bytes, then apply the event exactly once.
 
-    Answers 400 for a bad signature or body (nothing is recorded), 200 for an event that is
+    Returns 400 for a bad signature or body (nothing is recorded), 200 for an event that is
     processed, ignored or a duplicate, and 500 for a failure, so that Stripe retries.
     """
     services: Services = request.app.state.services
@@ -43,7 +43,7 @@ async def dedicated_webhook(request: Request) -> JSONResponse:
     """Receive an event at a dedicated endpoint, checked against that endpoint's secrets.
 
     An event of a type on the endpoint's list runs the `stripe:<type>` hooks and no system
-    callback; any other type is recorded as ignored. Answers 404 for an unknown endpoint.
+    callback; any other type is recorded as ignored. Returns 404 for an unknown endpoint.
     """
     services: Services = request.app.state.services
     name = request.path_params["name"]

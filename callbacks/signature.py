@@ -13,7 +13,7 @@ class SignatureError(Exception):
 
 
 def parse_header(header: str) -> tuple[int, list[str]]:
-    """The header's timestamp and its `v1` signatures."""
+    """Parse the header into its timestamp and its `v1` signatures."""
     timestamp: int | None = None
     signatures: list[str] = []
     for part in header.split(","):
@@ -37,7 +37,7 @@ def parse_header(header: str) -> tuple[int, list[str]]:
 
 
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    """The hex HMAC-SHA256 Stripe computes over `<timestamp>.<raw body>`."""
+    """Compute the hex HMAC-SHA256 that Stripe sends, over `<timestamp>.<raw body>`."""
     message = str(timestamp).encode() + b"." + payload
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 

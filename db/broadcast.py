@@ -43,7 +43,7 @@ def create_broadcast(url: str) -> Broadcast:
 
 
 def broadcast_connected(broadcast: Broadcast) -> bool:
-    """Whether changes from other processes are arriving; the memory backend always is."""
+    """Return whether changes from other processes are arriving (always, for the memory backend)."""
     return bool(getattr(broadcast._backend, "connected", True))
 
 

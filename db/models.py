@@ -162,7 +162,7 @@ class StripeEvent(Base):
 
 
 class HookPayload(Base):
-    """What one callback occurrence passes to its hooks, stored once for all of them."""
+    """The rows and event one callback occurrence passes to its hooks, stored once for all."""
 
     __tablename__ = "hook_payloads"
 

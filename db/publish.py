@@ -29,7 +29,7 @@ def channel_for(table: str, prefix: str = DEFAULT_CHANNEL_PREFIX) -> str:
 
 
 def row_to_dict(row: Base) -> dict[str, Any]:
-    """The row's columns by attribute name, in JSON-safe form."""
+    """Return the row's columns by attribute name, in JSON-safe form."""
     mapper = inspect(row).mapper
     data: dict[str, Any] = {}
     for attribute in mapper.column_attrs:
@@ -46,7 +46,7 @@ def row_to_dict(row: Base) -> dict[str, Any]:
 
 
 def encode_change(operation: str, row: Base) -> tuple[str, str]:
-    """The table and message text for one changed row."""
+    """Return the table and message text for one changed row."""
     table = row.__tablename__
     body = {
         "op": operation,

@@ -28,7 +28,7 @@ ENCODED_CACHE_SIZE = 256
 
 
 def viewer_from_connection_params(params: dict[str, Any], services: Services) -> Viewer:
-    """The viewer named by a `connection_init` payload: `Authorization` or `token`."""
+    """Return the viewer named by a `connection_init` payload (`Authorization` or `token`)."""
     header = params.get("Authorization") or params.get("authorization")
     if isinstance(header, str):
         return viewer_from_header(header, services.settings)

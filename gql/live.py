@@ -1,6 +1,6 @@
 """Fan-out of published row changes to the live subscriptions of this process.
 
-The process holds one broadcaster subscription per table, decodes each message once, and
+The process keeps one broadcaster subscription per table, decodes each message once, and
 hands it to every local subscriber's bounded queue. A subscriber whose queue overflows gets
 a resync marker instead of more messages, and reloads its list from the database.
 """
@@ -111,7 +111,7 @@ class LiveHub:
 
     @asynccontextmanager
     async def listen(self, table: str) -> AsyncIterator[asyncio.Queue[Any]]:
-        """A queue of this table's changes, registered until the block exits."""
+        """Yield a queue of this table's changes, registered until the block exits."""
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self._queues[table].add(queue)
         try:

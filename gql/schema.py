@@ -65,8 +65,8 @@ class PerEventMemoExecutionContext(StrawberryGraphQLCoreExecutionContext):
     """An executor whose per-event copies each get their own sub-field memo.
 
     graphql-core 3.3.2 shallow-copies the subscription's executor for every event, so the
-    copies share one memo keyed by the id() of lists built anew per event: it gains an
-    entry per event for as long as the subscription lives, about 1.6 KB each.
+    copies share one memo keyed by the id() of lists built anew per event. That memo gains
+    an entry per event for as long as the subscription lives, about 1.6 KB each.
     """
 
     def build_per_event_executor(self, payload: Any) -> Any:
@@ -99,7 +99,7 @@ class _ParserCache(ParserCache):
 def operation_type(
     query: str, operation_name: str | None, max_tokens: int | None
 ) -> OperationType | None:
-    """The type of the operation a request runs, or None for a document that fails."""
+    """Return the type of the operation a request runs, or None for an invalid document."""
     # The same token limit as MaxTokensLimiter: this parse runs before the extensions, and
     # an unlimited parse of a multi-megabyte document blocks the event loop for seconds.
     try:

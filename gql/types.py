@@ -1,6 +1,6 @@
 """GraphQL object types, built from a row as `db.publish.row_to_dict` shows it.
 
-Queries and live subscriptions build them the same way, so a subscriber sees exactly what a
+Queries and live subscriptions build them the same way, so a subscriber receives exactly what a
 query returns.
 """
 
@@ -30,7 +30,7 @@ def _optional_time(value: Any) -> dt.datetime | None:
 
 
 def _price(value: Any, currency: str) -> Decimal:
-    """The price with exactly as many decimals as its currency has (25.00 USD, 500 JPY)."""
+    """Return the price with exactly as many decimals as its currency has (25.00 USD, 500 JPY)."""
     exponent = minor_unit_exponent(currency)
     return Decimal(str(value)).quantize(Decimal(1).scaleb(-exponent))
 
@@ -219,7 +219,7 @@ class RecurringPayment:
 
 @strawberry.type
 class PaymentConfig:
-    """What a client needs to set up Stripe.js and brand its payment page."""
+    """The settings a client needs to set up Stripe.js and brand its payment page."""
 
     publishable_key: str | None
     brand_name: str

@@ -21,7 +21,7 @@ ASYMMETRIC_ALGORITHMS = ["RS256", "ES256"]
 
 
 def _dev_secret(settings: Settings) -> str:
-    """A random secret kept in a file of the working folder, created on first use."""
+    """Return a random secret kept in a file of the working folder, created on first use."""
     path = Path(settings.jwt_dev_secret_file)
     if path.exists():
         return path.read_text().strip()
@@ -83,7 +83,7 @@ def viewer_from_token(token: str, settings: Settings) -> Viewer:
 
 
 def viewer_from_header(value: str | None, settings: Settings) -> Viewer:
-    """The viewer for an `Authorization` header; anonymous when there is none."""
+    """Return the viewer for an `Authorization` header, anonymous when there is none."""
     if not value:
         return ANONYMOUS_VIEWER
     scheme, _, token = value.strip().partition(" ")

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn, with a shutdown that asks WebSocket clients to go away.
+"""Running the app under uvicorn, with a shutdown that closes WebSockets as going away.
 
 On SIGTERM uvicorn stops accepting connections, lets in-flight requests finish and closes
 WebSockets with 1012 (service restart). paystream first closes them with 1001 (going away),

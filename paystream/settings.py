@@ -62,8 +62,8 @@ class Settings(BaseSettings):
     hook_retry_delay: float = Field(default=10.0, gt=0)
     # Seconds one attempt may take before it counts as failed.
     hook_timeout: float = Field(default=30.0, gt=0)
-    # Seconds between looks for due runs, which finds runs left behind by a stopped process;
-    # runs queued by this process start right after their transaction commits.
+    # Seconds between polls for due runs. Polling finds runs left behind by a stopped process,
+    # while runs queued by this process start right after their transaction commits.
     hook_poll_interval: float = Field(default=10.0, gt=0)
 
     @field_validator("stripe_webhook_secret", mode="before")

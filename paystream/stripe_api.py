@@ -231,7 +231,7 @@ class StripeGateway:
         return found.to_dict()
 
     async def list_refunds(self, payment_intent_id: str) -> list[dict[str, Any]]:
-        """Every refund of the payment intent, newest first."""
+        """List every refund of the payment intent, newest first."""
         try:
             page = await self.client.v1.refunds.list_async(
                 params={"payment_intent": payment_intent_id, "limit": 100}
@@ -241,7 +241,7 @@ class StripeGateway:
             raise _translate(error, f"list the refunds of {payment_intent_id}") from None
 
     async def retrieve_subscription(self, subscription_id: str) -> dict[str, Any]:
-        """The subscription with its latest invoice expanded."""
+        """Read the subscription with its latest invoice expanded."""
         try:
             found = await self.client.v1.subscriptions.retrieve_async(
                 subscription_id, params={"expand": ["latest_invoice"]}
@@ -251,7 +251,7 @@ class StripeGateway:
         return found.to_dict()
 
     async def list_events(self, event_type: str, created_since: int) -> list[dict[str, Any]]:
-        """Every event of `event_type` created at or after the Unix time `created_since`.
+        """List every event of `event_type` created at or after the Unix time `created_since`.
 
         Stripe returns only the events of the last 30 days.
         """

@@ -6,7 +6,7 @@ from typing import Any
 
 
 def object_id(value: Any) -> str | None:
-    """The id of an expandable field, which holds either an id or the expanded object."""
+    """Return the id of an expandable field, which contains either an id or the expanded object."""
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
@@ -21,7 +21,7 @@ MAX_ROW_ID = 2**31 - 1
 
 
 def metadata_int(stripe_object: dict[str, Any], key: str) -> int | None:
-    """An integer id we stored in the object's metadata, or None when absent or malformed."""
+    """Return an integer id we stored in the object's metadata, or None when absent or malformed."""
     metadata = stripe_object.get("metadata") or {}
     value = metadata.get(key) if isinstance(metadata, dict) else None
     # str.isdigit() alone also accepts "²", which int() cannot parse.

@@ -1,7 +1,7 @@
 """Fixtures shared by the suites: databases, the app, a real uvicorn, tokens, signed events.
 
 Every test that touches the database runs twice: on SQLite and on the PostgreSQL server at
-127.0.0.1:5432. A PostgreSQL that does not answer fails the run rather than skipping it.
+127.0.0.1:5432. A PostgreSQL that is not reachable fails the run rather than skipping it.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 WEBHOOK_SECRET = "whsec_paystream_test"
 JWT_SECRET = "paystream-test-secret-that-is-long-enough"
-# Real Stripe webhook payloads; SOURCES.md there says where each comes from.
+# Real Stripe webhook payloads; SOURCES.md there lists where each comes from.
 EVENTS_DIR = Path(__file__).with_name("stripe_events")
 TABLES = (
     "refunds",

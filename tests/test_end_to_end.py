@@ -91,7 +91,7 @@ async def test_pay_confirm_refund_live(http, server_url, localstripe, webhooks_t
     listed = (await payments.next_data())["payments"]
     assert listed == [{"id": payment["id"], "status": "pending"}]
 
-    # The customer confirms on the page; only the webhook tells paystream the outcome.
+    # The customer confirms on the page; only the webhook brings paystream the outcome.
     await asyncio.to_thread(
         localstripe.confirm_payment_intent_as_browser,
         payment["stripePaymentIntentId"],
